@@ -1,0 +1,665 @@
+//! The service container: runs one service, its extensions and its workers.
+//!
+//! Shaped after Nameko's `ServiceContainer` and mini-redis's server loop:
+//!
+//! - a [`Semaphore`] of `max_workers` permits bounds concurrent workers. A worker waits for its
+//!   permit inside its own task, so an entrypoint that spawns one (a consumer loop) never waits;
+//! - a [`TaskTracker`] knows every worker task, so a graceful stop can wait for them to finish;
+//! - two [`CancellationToken`]s are the shutdown signals: `stopping` (no new worker starts; those
+//!   still waiting for a permit give their work back) and `killed` (running workers are aborted);
+//! - long-running tasks the container depends on (a consumer, a server) are "managed": when one
+//!   fails, the container is killed with that error and [`ServiceContainer::wait`] returns it.
+//!
+//! The lifecycle follows Nameko's order. Start: every dependency, entrypoint, then shared
+//! extension is set up, then started. Graceful stop: entrypoints stop, running workers finish,
+//! dependencies stop, shared extensions stop, managed tasks end. A worker runs `get_dependency`,
+//! `worker_setup`, the method, the entrypoint's result handling (an RPC reply), `worker_result`,
+//! `worker_teardown`. A panicking or failing method is an error for that one call only.
+//!
+//! Extensions receive a [`Container`], a cheap-clone handle to the same state, in their hooks.
+
+use std::any::{Any, TypeId};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use serde_json::Value;
+use tokio::sync::{Semaphore, broadcast, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
+
+use crate::boxed::{DynDependencyProvider, DynEntrypoint, DynExtension};
+use crate::config::Config;
+use crate::context::{ContextData, WorkerContext};
+use crate::entrypoint::EntrypointInfo;
+use crate::error::{ContainerError, WorkerAborted};
+use crate::extension::{BoxError, SharedExtension};
+use crate::remote_error::{HANDLER_PANICKED, RemoteError};
+use crate::service::Service;
+use crate::worker::{Dependencies, Worker, WorkerResult};
+
+/// Where a container is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerState {
+    /// Built, not started.
+    Created,
+    /// Setting up and starting extensions.
+    Starting,
+    /// Serving.
+    Running,
+    /// Stopping gracefully.
+    Stopping,
+    /// Stopped gracefully.
+    Stopped,
+    /// Killed, by request or because something it depends on failed.
+    Killed,
+}
+
+impl ContainerState {
+    fn is_final(self) -> bool {
+        matches!(self, Self::Stopped | Self::Killed)
+    }
+}
+
+/// A finished worker, as the testing helpers and monitoring see it.
+#[derive(Debug, Clone)]
+pub struct WorkerEvent {
+    /// The worker's context.
+    pub context: Arc<WorkerContext>,
+    /// Its result, after the entrypoint's result handling.
+    pub result: WorkerResult,
+}
+
+struct SharedEntry {
+    type_id: TypeId,
+    key: String,
+    value: Arc<dyn Any + Send + Sync>,
+    extension: Arc<dyn DynExtension>,
+}
+
+#[derive(Default)]
+struct Extensions {
+    entrypoints: Vec<Arc<dyn DynEntrypoint>>,
+    dependencies: Vec<(String, Arc<dyn DynDependencyProvider>)>,
+    shared: Vec<SharedEntry>,
+}
+
+struct Inner {
+    service_name: Arc<str>,
+    config: Config,
+    parent_calls_tracked: usize,
+    max_workers: usize,
+    /// A std mutex is enough: it is held only to copy or edit the lists, never across an await.
+    extensions: Mutex<Extensions>,
+    worker_slots: Arc<Semaphore>,
+    workers: TaskTracker,
+    stopping: CancellationToken,
+    killed: CancellationToken,
+    managed: Mutex<Vec<AbortOnDropHandle<()>>>,
+    /// Serialises start and stop; kill never waits for it.
+    lifecycle: tokio::sync::Mutex<()>,
+    state: watch::Sender<ContainerState>,
+    error: Mutex<Option<ContainerError>>,
+    events: broadcast::Sender<Arc<WorkerEvent>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave the lists half-edited (every edit is
+    // a single push or clear), so a poisoned lock is safe to keep using.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A handle to a running container, handed to extensions. Cheap to clone.
+#[derive(Clone)]
+pub struct Container {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Container {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Container")
+            .field("service", &self.inner.service_name)
+            .field("state", &*self.inner.state.borrow())
+            .finish()
+    }
+}
+
+impl Container {
+    /// The service's name.
+    pub fn service_name(&self) -> &str {
+        &self.inner.service_name
+    }
+
+    /// The shared service name, for extensions that keep it.
+    pub fn service_name_arc(&self) -> Arc<str> {
+        self.inner.service_name.clone()
+    }
+
+    /// The configuration the container was built with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// How many workers may run at once.
+    pub fn max_workers(&self) -> usize {
+        self.inner.max_workers
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ContainerState {
+        *self.inner.state.borrow()
+    }
+
+    /// The shared extension of type `S` under `key`, made with `make` the first time it is asked
+    /// for. Ask for it in `setup`: the container sets shared extensions up after the extensions
+    /// that use them, starts them after them and stops them after them.
+    pub fn shared_extension<S, F>(&self, key: &str, make: F) -> Arc<S>
+    where
+        S: SharedExtension,
+        F: FnOnce() -> S,
+    {
+        let mut extensions = lock(&self.inner.extensions);
+        let type_id = TypeId::of::<S>();
+        if let Some(entry) = extensions
+            .shared
+            .iter()
+            .find(|e| e.type_id == type_id && e.key == key)
+        {
+            if let Ok(existing) = entry.value.clone().downcast::<S>() {
+                return existing;
+            }
+        }
+        let created = Arc::new(make());
+        extensions.shared.push(SharedEntry {
+            type_id,
+            key: key.to_owned(),
+            value: created.clone(),
+            extension: created.clone(),
+        });
+        created
+    }
+
+    /// Starts a worker for `entrypoint` and returns a future of its result.
+    ///
+    /// The worker runs in its own task whether or not the future is awaited; it waits there for a
+    /// `max_workers` permit, so calling this never blocks. `context_data` is the incoming context
+    /// (headers, `nameko.` prefix removed); `args` are the call's arguments for logging.
+    pub fn spawn_worker<M, MF>(
+        &self,
+        entrypoint: &Arc<EntrypointInfo>,
+        context_data: ContextData,
+        args: Value,
+        method: M,
+    ) -> impl Future<Output = Result<WorkerResult, WorkerAborted>> + Send + 'static
+    where
+        M: FnOnce(Worker) -> MF + Send + 'static,
+        MF: Future<Output = WorkerResult> + Send + 'static,
+    {
+        self.spawn_worker_with(entrypoint, context_data, args, method, |_, result| async {
+            result
+        })
+    }
+
+    /// Like [`Self::spawn_worker`], with the entrypoint's own result handling run between the
+    /// method and the dependencies' `worker_result` hooks, as Nameko's `handle_result` is: an RPC
+    /// entrypoint sends its reply and acknowledges the request there.
+    pub fn spawn_worker_with<M, MF, H, HF>(
+        &self,
+        entrypoint: &Arc<EntrypointInfo>,
+        context_data: ContextData,
+        args: Value,
+        method: M,
+        handle_result: H,
+    ) -> impl Future<Output = Result<WorkerResult, WorkerAborted>> + Send + 'static
+    where
+        M: FnOnce(Worker) -> MF + Send + 'static,
+        MF: Future<Output = WorkerResult> + Send + 'static,
+        H: FnOnce(Arc<WorkerContext>, WorkerResult) -> HF + Send + 'static,
+        HF: Future<Output = WorkerResult> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let inner = self.inner.clone();
+        let entrypoint = entrypoint.clone();
+        let killed = inner.killed.clone();
+        let run = run_worker(
+            inner.clone(),
+            entrypoint,
+            context_data,
+            args,
+            method,
+            handle_result,
+        );
+        inner.workers.spawn(async move {
+            let outcome = tokio::select! {
+                biased;
+                () = killed.cancelled() => Err(WorkerAborted::Killed),
+                outcome = run => outcome,
+            };
+            let _ = tx.send(outcome);
+        });
+        async move { rx.await.unwrap_or(Err(WorkerAborted::Killed)) }
+    }
+
+    /// Runs a long-lived task the container depends on. If it fails, the container is killed and
+    /// [`ServiceContainer::wait`] returns the error. It is aborted when the container has stopped.
+    pub fn spawn_managed<F>(&self, name: impl Into<String>, task: F)
+    where
+        F: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        let name = name.into();
+        let container = self.clone();
+        let handle = tokio::spawn(async move {
+            if let Err(source) = task.await {
+                container.fail(ContainerError::TaskFailed {
+                    service: container.service_name().to_owned(),
+                    task: name,
+                    source: Arc::new(source),
+                });
+            }
+        });
+        lock(&self.inner.managed).push(AbortOnDropHandle::new(handle));
+    }
+
+    /// Kills the container because of `error`, unless it already ended; the first error wins.
+    pub fn fail(&self, error: ContainerError) {
+        tracing::error!(service = %self.inner.service_name, %error, "killing the container");
+        {
+            let mut slot = lock(&self.inner.error);
+            if slot.is_none() && !self.state().is_final() {
+                *slot = Some(error);
+            }
+        }
+        let container = ServiceContainer {
+            container: self.clone(),
+        };
+        tokio::spawn(async move { container.kill().await });
+    }
+
+    /// Every worker of this container that finishes from now on, after its teardown.
+    pub fn subscribe_workers(&self) -> broadcast::Receiver<Arc<WorkerEvent>> {
+        self.inner.events.subscribe()
+    }
+
+    pub(crate) fn entrypoints(&self) -> Vec<Arc<dyn DynEntrypoint>> {
+        lock(&self.inner.extensions).entrypoints.clone()
+    }
+
+    pub(crate) fn edit_extensions<R>(
+        &self,
+        edit: impl FnOnce(
+            &mut Vec<Arc<dyn DynEntrypoint>>,
+            &mut Vec<(String, Arc<dyn DynDependencyProvider>)>,
+        ) -> R,
+    ) -> R {
+        let mut extensions = lock(&self.inner.extensions);
+        let Extensions {
+            entrypoints,
+            dependencies,
+            ..
+        } = &mut *extensions;
+        edit(entrypoints, dependencies)
+    }
+
+    fn dependencies(&self) -> Vec<(String, Arc<dyn DynDependencyProvider>)> {
+        lock(&self.inner.extensions).dependencies.clone()
+    }
+
+    fn shared(&self) -> Vec<Arc<dyn DynExtension>> {
+        lock(&self.inner.extensions)
+            .shared
+            .iter()
+            .map(|e| e.extension.clone())
+            .collect()
+    }
+}
+
+async fn run_worker<M, MF, H, HF>(
+    inner: Arc<Inner>,
+    entrypoint: Arc<EntrypointInfo>,
+    context_data: ContextData,
+    args: Value,
+    method: M,
+    handle_result: H,
+) -> Result<WorkerResult, WorkerAborted>
+where
+    M: FnOnce(Worker) -> MF + Send + 'static,
+    MF: Future<Output = WorkerResult> + Send + 'static,
+    H: FnOnce(Arc<WorkerContext>, WorkerResult) -> HF + Send + 'static,
+    HF: Future<Output = WorkerResult> + Send + 'static,
+{
+    let _permit = tokio::select! {
+        biased;
+        () = inner.stopping.cancelled() => return Err(WorkerAborted::Stopping),
+        permit = inner.worker_slots.clone().acquire_owned() => {
+            permit.map_err(|_| WorkerAborted::Stopping)?
+        }
+    };
+    let container = Container {
+        inner: inner.clone(),
+    };
+    let context = Arc::new(WorkerContext::new(
+        inner.service_name.clone(),
+        entrypoint.clone(),
+        context_data,
+        args,
+        inner.parent_calls_tracked,
+    ));
+    let providers = container.dependencies();
+
+    let mut injected = Dependencies::new();
+    let mut failure = None;
+    for (name, provider) in &providers {
+        match provider.get_dependency(&context).await {
+            Ok(value) => injected.insert_boxed(name.clone(), value),
+            Err(err) => {
+                failure = Some(RemoteError::new(
+                    "DependencyError",
+                    "nameko_rs.DependencyError",
+                    format!("dependency `{name}` failed: {err}"),
+                ));
+                break;
+            }
+        }
+    }
+    for (_, provider) in &providers {
+        provider.worker_setup(&context).await;
+    }
+
+    let result = match failure {
+        Some(err) => Err(err),
+        None => run_method(method(Worker::new(context.clone(), injected))).await,
+    };
+    if let Err(err) = &result {
+        let args = context.redacted_args();
+        if entrypoint.is_expected(&err.exc_type) {
+            tracing::warn!(call_id = context.call_id(), %args, error = %err, "expected error in worker");
+        } else {
+            tracing::error!(call_id = context.call_id(), %args, error = %err, "error in worker");
+        }
+    }
+
+    let result = handle_result(context.clone(), result).await;
+    for (_, provider) in &providers {
+        provider.worker_result(&context, &result).await;
+    }
+    for (_, provider) in &providers {
+        provider.worker_teardown(&context).await;
+    }
+    let _ = inner.events.send(Arc::new(WorkerEvent {
+        context,
+        result: result.clone(),
+    }));
+    Ok(result)
+}
+
+/// Runs the method in a task of its own so a panic is caught as that call's error; the task is
+/// aborted if the worker is (container killed).
+async fn run_method<F>(method: F) -> WorkerResult
+where
+    F: Future<Output = WorkerResult> + Send + 'static,
+{
+    match AbortOnDropHandle::new(tokio::spawn(method)).await {
+        Ok(result) => result,
+        Err(err) if err.is_panic() => {
+            let panic = err.into_panic();
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "handler panicked".to_owned());
+            Err(RemoteError::new("HandlerPanicked", HANDLER_PANICKED, message))
+        }
+        Err(_) => Err(RemoteError::generic("the worker was cancelled")),
+    }
+}
+
+/// Runs one service: owns its lifecycle. Cheap to clone; clones control the same container.
+#[derive(Clone, Debug)]
+pub struct ServiceContainer {
+    container: Container,
+}
+
+impl ServiceContainer {
+    /// A container for `service`, reading `max_workers` and `parent_calls_tracked` from `config`.
+    pub fn new(service: Service, config: Config) -> Result<Self, ContainerError> {
+        let definition = |message: String| ContainerError::Definition {
+            service: service.name.to_string(),
+            message,
+        };
+        if service.name.trim().is_empty() {
+            return Err(definition("a service needs a non-empty name".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (name, _) in &service.dependencies {
+            if !seen.insert(name.as_str()) {
+                return Err(definition(format!(
+                    "two dependencies are named `{name}`"
+                )));
+            }
+        }
+        let max_workers = config.max_workers()?;
+        let parent_calls_tracked = config.parent_calls_tracked()?;
+        let inner = Inner {
+            service_name: service.name.clone(),
+            config,
+            parent_calls_tracked,
+            max_workers,
+            extensions: Mutex::new(Extensions {
+                entrypoints: service.entrypoints,
+                dependencies: service.dependencies,
+                shared: Vec::new(),
+            }),
+            worker_slots: Arc::new(Semaphore::new(max_workers)),
+            workers: TaskTracker::new(),
+            stopping: CancellationToken::new(),
+            killed: CancellationToken::new(),
+            managed: Mutex::new(Vec::new()),
+            lifecycle: tokio::sync::Mutex::new(()),
+            state: watch::Sender::new(ContainerState::Created),
+            error: Mutex::new(None),
+            events: broadcast::channel(1024).0,
+        };
+        Ok(Self {
+            container: Container {
+                inner: Arc::new(inner),
+            },
+        })
+    }
+
+    /// The handle extensions see.
+    pub fn container(&self) -> &Container {
+        &self.container
+    }
+
+    /// The service's name.
+    pub fn service_name(&self) -> &str {
+        self.container.service_name()
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ContainerState {
+        self.container.state()
+    }
+
+    /// Sets up, then starts, every extension. On failure the container is killed and the error
+    /// returned.
+    pub async fn start(&self) -> Result<(), ContainerError> {
+        let result = {
+            let _guard = self.container.inner.lifecycle.lock().await;
+            if self.state() != ContainerState::Created {
+                return Err(ContainerError::AlreadyStarted(
+                    self.service_name().to_owned(),
+                ));
+            }
+            self.container.inner.state.send_replace(ContainerState::Starting);
+            let result = self.start_extensions().await;
+            if result.is_ok() {
+                self.container.inner.state.send_replace(ContainerState::Running);
+                tracing::debug!(service = self.service_name(), "container started");
+            }
+            result
+        };
+        if let Err(err) = &result {
+            self.container.fail(err.clone());
+            self.wait_final().await;
+        }
+        result
+    }
+
+    async fn start_extensions(&self) -> Result<(), ContainerError> {
+        let c = &self.container;
+        let failed = |extension: String, hook: &'static str| {
+            let service = c.service_name().to_owned();
+            move |source: BoxError| ContainerError::Extension {
+                service,
+                extension,
+                hook,
+                source: Arc::new(source),
+            }
+        };
+        let dependencies = c.dependencies();
+        let entrypoints = c.entrypoints();
+        for (name, dp) in &dependencies {
+            dp.setup(c)
+                .await
+                .map_err(failed(format!("dependency `{name}`"), "set up"))?;
+        }
+        for ep in &entrypoints {
+            ep.setup(c)
+                .await
+                .map_err(failed(describe(ep.as_ref()), "set up"))?;
+        }
+        let shared = c.shared();
+        for ext in &shared {
+            ext.setup(c)
+                .await
+                .map_err(failed("a shared extension".into(), "set up"))?;
+        }
+        for (name, dp) in &dependencies {
+            dp.start(c)
+                .await
+                .map_err(failed(format!("dependency `{name}`"), "start"))?;
+        }
+        for ep in &entrypoints {
+            ep.start(c)
+                .await
+                .map_err(failed(describe(ep.as_ref()), "start"))?;
+        }
+        for ext in &shared {
+            ext.start(c)
+                .await
+                .map_err(failed("a shared extension".into(), "start"))?;
+        }
+        Ok(())
+    }
+
+    /// Stops gracefully, in Nameko's order: entrypoints stop taking work, running workers finish
+    /// (workers still waiting for a slot give their work back), dependencies stop, shared
+    /// extensions stop. Safe to call more than once and while a kill is under way.
+    pub async fn stop(&self) {
+        let inner = &self.container.inner;
+        {
+            let _guard = inner.lifecycle.lock().await;
+            match self.state() {
+                ContainerState::Created => {
+                    inner.state.send_replace(ContainerState::Stopped);
+                    return;
+                }
+                state if state.is_final() => return,
+                _ if inner.killed.is_cancelled() => {}
+                _ => {
+                    inner.state.send_replace(ContainerState::Stopping);
+                    self.stop_in_order().await;
+                }
+            }
+        }
+        self.wait_final().await;
+    }
+
+    async fn stop_in_order(&self) {
+        let c = &self.container;
+        let inner = &c.inner;
+        for ep in c.entrypoints() {
+            ep.stop().await;
+        }
+        inner.stopping.cancel();
+        inner.workers.close();
+        tokio::select! {
+            () = inner.workers.wait() => {}
+            () = inner.killed.cancelled() => return,
+        }
+        for (_, dp) in c.dependencies() {
+            dp.stop().await;
+        }
+        for ext in c.shared() {
+            ext.stop().await;
+        }
+        if inner.killed.is_cancelled() {
+            return;
+        }
+        self.finish(ContainerState::Stopped);
+        tracing::debug!(service = self.service_name(), "container stopped");
+    }
+
+    /// Stops at once: running workers are aborted (their messages go back to the broker when
+    /// connections close), then every extension is killed. Happens only once.
+    pub async fn kill(&self) {
+        let inner = &self.container.inner;
+        if self.state().is_final() {
+            return;
+        }
+        if inner.killed.is_cancelled() {
+            self.wait_final().await;
+            return;
+        }
+        inner.killed.cancel();
+        inner.stopping.cancel();
+        let c = &self.container;
+        for ep in c.entrypoints() {
+            ep.kill().await;
+        }
+        inner.workers.close();
+        inner.workers.wait().await;
+        for (_, dp) in c.dependencies() {
+            dp.kill().await;
+        }
+        for ext in c.shared() {
+            ext.kill().await;
+        }
+        self.finish(ContainerState::Killed);
+        tracing::debug!(service = self.service_name(), "container killed");
+    }
+
+    fn finish(&self, state: ContainerState) {
+        let inner = &self.container.inner;
+        // Managed tasks and extensions hold handles to this container; dropping them here breaks
+        // those cycles so a finished container is freed.
+        let managed = std::mem::take(&mut *lock(&inner.managed));
+        drop(managed);
+        let extensions = std::mem::take(&mut *lock(&inner.extensions));
+        drop(extensions);
+        inner.state.send_replace(state);
+    }
+
+    async fn wait_final(&self) {
+        let mut state = self.container.inner.state.subscribe();
+        let _ = state.wait_for(|s| s.is_final()).await;
+    }
+
+    /// Waits until the container has stopped or was killed; returns the error that killed it, if
+    /// one did.
+    pub async fn wait(&self) -> Result<(), ContainerError> {
+        self.wait_final().await;
+        match lock(&self.container.inner.error).clone() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+}
+
+fn describe(ep: &dyn DynEntrypoint) -> String {
+    format!(
+        "{} entrypoint `{}`",
+        ep.info().kind(),
+        ep.info().method_name()
+    )
+}
