@@ -71,7 +71,9 @@ impl Config {
 
     /// Reads YAML text, substituting environment variables.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        Self::from_yaml_with(text, Path::new("<inline>"), &|name| std::env::var(name).ok())
+        Self::from_yaml_with(text, Path::new("<inline>"), &|name| {
+            std::env::var(name).ok()
+        })
     }
 
     /// Reads YAML text with variables looked up by `env` (tests use a map instead of the process
@@ -111,8 +113,8 @@ impl Config {
             Some((key, raw)) => {
                 let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(raw)
                     .map_err(|_| ConfigError::Override(definition.to_owned()))?;
-                let value =
-                    resolve(yaml, &|_| None).map_err(|_| ConfigError::Override(definition.to_owned()))?;
+                let value = resolve(yaml, &|_| None)
+                    .map_err(|_| ConfigError::Override(definition.to_owned()))?;
                 (key.trim(), value)
             }
             None => (definition.trim(), Value::Bool(true)),
@@ -227,7 +229,11 @@ impl Config {
     /// so a service holds no more work than it can start.
     pub fn prefetch_count(&self) -> Result<u16, ConfigError> {
         match self.get_as::<u16>("PREFETCH_COUNT", "an integer from 1 to 65535")? {
-            Some(0) => Err(self.invalid("PREFETCH_COUNT", "an integer from 1 to 65535", &Value::from(0))),
+            Some(0) => Err(self.invalid(
+                "PREFETCH_COUNT",
+                "an integer from 1 to 65535",
+                &Value::from(0),
+            )),
             Some(n) => Ok(n),
             None => Ok(u16::try_from(self.max_workers()?).unwrap_or(u16::MAX)),
         }
@@ -514,7 +520,10 @@ mod tests {
             &[("SET", "true"), ("H", "rabbit")],
         )
         .unwrap();
-        assert_eq!(config.get("AMQP_URI"), Some(&json!("pyamqp://guest:pw@rabbit/")));
+        assert_eq!(
+            config.get("AMQP_URI"),
+            Some(&json!("pyamqp://guest:pw@rabbit/"))
+        );
         assert_eq!(config.get("PORT"), Some(&json!(8000)));
         assert_eq!(config.get("LIST"), Some(&json!([1, 2])));
         assert_eq!(config.get("MISSING"), Some(&Value::Null));
@@ -552,7 +561,12 @@ mod tests {
             err,
             "config test.yaml: key `max_workers` must be a positive integer, found the string `lots`"
         );
-        assert!(load("max_workers: 0\n", &[]).unwrap().max_workers().is_err());
+        assert!(
+            load("max_workers: 0\n", &[])
+                .unwrap()
+                .max_workers()
+                .is_err()
+        );
     }
 
     #[test]

@@ -159,14 +159,13 @@ impl Container {
     {
         let mut extensions = lock(&self.inner.extensions);
         let type_id = TypeId::of::<S>();
-        if let Some(entry) = extensions
+        let existing = extensions
             .shared
             .iter()
             .find(|e| e.type_id == type_id && e.key == key)
-        {
-            if let Ok(existing) = entry.value.clone().downcast::<S>() {
-                return existing;
-            }
+            .and_then(|entry| entry.value.clone().downcast::<S>().ok());
+        if let Some(existing) = existing {
+            return existing;
         }
         let created = Arc::new(make());
         extensions.shared.push(SharedEntry {
@@ -406,7 +405,11 @@ where
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "handler panicked".to_owned());
-            Err(RemoteError::new("HandlerPanicked", HANDLER_PANICKED, message))
+            Err(RemoteError::new(
+                "HandlerPanicked",
+                HANDLER_PANICKED,
+                message,
+            ))
         }
         Err(_) => Err(RemoteError::generic("the worker was cancelled")),
     }
@@ -431,9 +434,7 @@ impl ServiceContainer {
         let mut seen = std::collections::HashSet::new();
         for (name, _) in &service.dependencies {
             if !seen.insert(name.as_str()) {
-                return Err(definition(format!(
-                    "two dependencies are named `{name}`"
-                )));
+                return Err(definition(format!("two dependencies are named `{name}`")));
             }
         }
         let max_workers = config.max_workers()?;
@@ -490,10 +491,16 @@ impl ServiceContainer {
                     self.service_name().to_owned(),
                 ));
             }
-            self.container.inner.state.send_replace(ContainerState::Starting);
+            self.container
+                .inner
+                .state
+                .send_replace(ContainerState::Starting);
             let result = self.start_extensions().await;
             if result.is_ok() {
-                self.container.inner.state.send_replace(ContainerState::Running);
+                self.container
+                    .inner
+                    .state
+                    .send_replace(ContainerState::Running);
                 tracing::debug!(service = self.service_name(), "container started");
             }
             result

@@ -31,7 +31,11 @@ pub enum DependencyError {
 
 impl IntoRemoteError for DependencyError {
     fn into_remote_error(self) -> RemoteError {
-        RemoteError::new("DependencyError", "nameko_rs.DependencyError", self.to_string())
+        RemoteError::new(
+            "DependencyError",
+            "nameko_rs.DependencyError",
+            self.to_string(),
+        )
     }
 }
 

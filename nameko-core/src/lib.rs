@@ -55,8 +55,8 @@ pub mod testing;
 mod worker;
 
 pub use config::{
-    Config, DEFAULT_AMQP_URI, DEFAULT_HEARTBEAT, DEFAULT_MAX_WORKERS,
-    DEFAULT_PARENT_CALLS_TRACKED, DEFAULT_RPC_EXCHANGE, DEFAULT_WEB_SERVER_ADDRESS,
+    Config, DEFAULT_AMQP_URI, DEFAULT_HEARTBEAT, DEFAULT_MAX_WORKERS, DEFAULT_PARENT_CALLS_TRACKED,
+    DEFAULT_RPC_EXCHANGE, DEFAULT_WEB_SERVER_ADDRESS,
 };
 pub use container::{Container, ContainerState, ServiceContainer, WorkerEvent};
 pub use context::{

@@ -71,7 +71,11 @@ mod tests {
         let args = json!({"user": "matt", "password": "secret", "card": {"numbers": [1, 2]}});
         let out = redact(
             &args,
-            &["password".into(), "card.numbers[1]".into(), "missing.x".into()],
+            &[
+                "password".into(),
+                "card.numbers[1]".into(),
+                "missing.x".into(),
+            ],
         );
         assert_eq!(
             out,

@@ -120,7 +120,9 @@ impl std::error::Error for RemoteError {}
 pub fn safe_for_serialization(value: Value) -> Value {
     match value {
         Value::String(_) => value,
-        Value::Array(items) => Value::Array(items.into_iter().map(safe_for_serialization).collect()),
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(safe_for_serialization).collect())
+        }
         Value::Object(map) => Value::Object(
             map.into_iter()
                 .map(|(k, v)| (k, safe_for_serialization(v)))
@@ -223,11 +225,18 @@ mod tests {
 
     #[test]
     fn args_are_made_safe_like_python() {
-        let err = RemoteError::new("ValueError", "builtins.ValueError", "('bad', 7)")
-            .with_args([json!("bad"), json!(7), json!({"k": [1, null, true]})]);
+        let err = RemoteError::new("ValueError", "builtins.ValueError", "('bad', 7)").with_args([
+            json!("bad"),
+            json!(7),
+            json!({"k": [1, null, true]}),
+        ]);
         assert_eq!(
             err.exc_args,
-            vec![json!("bad"), json!("7"), json!({"k": ["1", "None", "True"]})]
+            vec![
+                json!("bad"),
+                json!("7"),
+                json!({"k": ["1", "None", "True"]})
+            ]
         );
     }
 

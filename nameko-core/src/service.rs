@@ -46,7 +46,11 @@ impl Service {
 
     /// Adds a dependency provider under `name` (a class attribute in Nameko); handlers reach its
     /// value with `worker.dependency::<T>(name)`.
-    pub fn dependency(mut self, name: impl Into<String>, provider: impl DependencyProvider) -> Self {
+    pub fn dependency(
+        mut self,
+        name: impl Into<String>,
+        provider: impl DependencyProvider,
+    ) -> Self {
         self.dependencies.push((name.into(), Arc::new(provider)));
         self
     }

@@ -259,7 +259,9 @@ impl EntrypointWaiter {
                 state.state(),
                 ContainerState::Stopped | ContainerState::Killed
             ) {
-                return Err(TestingError::ContainerEnded(state.service_name().to_owned()));
+                return Err(TestingError::ContainerEnded(
+                    state.service_name().to_owned(),
+                ));
             }
             state = self.container.container().clone();
         }
@@ -311,7 +313,10 @@ pub fn restrict_entrypoints(
     ensure_not_started(container)?;
     container.container().edit_extensions(|entrypoints, _| {
         for method in methods {
-            if !entrypoints.iter().any(|e| e.info().method_name() == *method) {
+            if !entrypoints
+                .iter()
+                .any(|e| e.info().method_name() == *method)
+            {
                 return Err(TestingError::UnknownEntrypoint {
                     service: container.service_name().to_owned(),
                     method: (*method).to_owned(),
@@ -369,13 +374,18 @@ where
         &self.info
     }
 
-    async fn call(&self, container: &Container, call: DirectCall) -> Result<WorkerResult, BoxError> {
+    async fn call(
+        &self,
+        container: &Container,
+        call: DirectCall,
+    ) -> Result<WorkerResult, BoxError> {
         let handler = self.handler.clone();
         let args = serde_json::json!({"args": call.args.clone(), "kwargs": call.kwargs.clone()});
         let context_data = call.context_data.clone();
-        let worker = container.spawn_worker(&self.info, context_data, args, move |worker| async move {
-            handler(worker, call).await.into_worker_result()
-        });
+        let worker =
+            container.spawn_worker(&self.info, context_data, args, move |worker| async move {
+                handler(worker, call).await.into_worker_result()
+            });
         Ok(worker.await?)
     }
 }
@@ -407,9 +417,12 @@ where
 {
     async fn start(&self, container: &Container) -> Result<(), BoxError> {
         let handler = self.handler.clone();
-        drop(container.spawn_worker(&self.info, ContextData::new(), Value::Null, move |w| async move {
-            handler(w).await.into_worker_result()
-        }));
+        drop(container.spawn_worker(
+            &self.info,
+            ContextData::new(),
+            Value::Null,
+            move |w| async move { handler(w).await.into_worker_result() },
+        ));
         Ok(())
     }
 }
