@@ -124,6 +124,12 @@ pub enum Error {
         /// Its length in bytes.
         len: usize,
     },
+    /// The object was closed and cannot be used any more.
+    #[error("the {what} is closed: expected an open one")]
+    Closed {
+        /// What was closed, e.g. `publisher`.
+        what: &'static str,
+    },
     /// The delivery was acknowledged, rejected or invalidated already, or its channel is closed.
     #[error(
         "cannot settle delivery {delivery_tag}: expected an unsettled delivery on an open channel, found it already settled or its channel gone"
@@ -146,14 +152,17 @@ impl Error {
     /// operation failed (for example 404 `NOT_FOUND` or 406 `PRECONDITION_FAILED`).
     #[must_use]
     pub fn reply_code(&self) -> Option<u16> {
-        let source = match self {
-            Self::Connect { source, .. } | Self::Amqp { source, .. } => source,
-            _ => return None,
-        };
-        match source.kind() {
-            lapin::ErrorKind::ProtocolError(error) => Some(error.get_id()),
+        match self {
+            Self::Connect { source, .. } | Self::Amqp { source, .. } => protocol_reply_code(source),
             _ => None,
         }
+    }
+}
+
+fn protocol_reply_code(error: &lapin::Error) -> Option<u16> {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(error) => Some(error.get_id()),
+        _ => None,
     }
 }
 
@@ -183,7 +192,9 @@ pub enum PublishError {
         routing_key: String,
     },
     /// The channel is not in confirm mode, so there is no way to know the message arrived.
-    #[error("publish to exchange `{exchange}` was not confirmed: expected a channel in confirm mode")]
+    #[error(
+        "publish to exchange `{exchange}` was not confirmed: expected a channel in confirm mode"
+    )]
     Unconfirmed {
         /// The exchange the message was published to.
         exchange: String,
@@ -202,6 +213,21 @@ pub enum PublishError {
     /// A name or property cannot be carried by AMQP (for example longer than 255 bytes).
     #[error(transparent)]
     Invalid(#[from] Error),
+}
+
+impl PublishError {
+    /// The AMQP reply code behind this failure, if the broker gave one: 312 `NO_ROUTE` for
+    /// [`PublishError::Unroutable`], or the code the broker closed the channel with (for
+    /// example 404 when the exchange does not exist).
+    #[must_use]
+    pub fn reply_code(&self) -> Option<u16> {
+        match self {
+            Self::Unroutable { .. } => Some(312),
+            Self::Failed { source, .. } => protocol_reply_code(source),
+            Self::Invalid(error) => error.reply_code(),
+            Self::Nacked { .. } | Self::Unconfirmed { .. } => None,
+        }
+    }
 }
 
 /// A message body that cannot be decoded as kombu JSON.

@@ -8,11 +8,18 @@
 //! RPC and event crates share one definition.
 //!
 //! Encoding picks the AMQP types py-amqp reads back as the same Python values: strings as long
-//! strings, lists as field arrays (so `call_id_stack` stays a list; a string would be split
-//! into characters by Nameko), objects as nested tables. Decoding accepts every type py-amqp or
-//! RabbitMQ may write and never fails: a header a peer could send must not be able to crash
-//! or drop a message. Keys longer than an AMQP short string allows are skipped with a warning
-//! rather than truncated, since a truncated key would be a different key.
+//! strings, booleans, integers as 64-bit integers, floats as doubles, lists as field arrays (so
+//! `call_id_stack` stays a list; a string would be split into characters by Nameko), objects
+//! as nested tables, and `null` inside them as void. Keys longer than an AMQP short string
+//! allows are skipped with a warning rather than truncated, since a truncated key would be a
+//! different key.
+//!
+//! Decoding accepts every type py-amqp or RabbitMQ may write and never fails: a header a peer
+//! can send must not be able to crash a service or drop its message. Numbers and booleans map
+//! directly (non-finite floats become `null`, as in the JSON codec); strings and byte arrays
+//! become text, lossily if they are not UTF-8; decimals become their digits (`"12.34"`) and
+//! timestamps ISO 8601 text (`"2024-01-02T03:04:05"`), the forms the JSON codec gives kombu's
+//! decimals and datetimes; void becomes `null`; nesting deeper than 64 levels becomes `null`.
 
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use serde_json::{Map, Number, Value};
@@ -97,9 +104,9 @@ pub fn json_to_amqp(value: &Value) -> AMQPValue {
         Value::Bool(flag) => AMQPValue::Boolean(*flag),
         Value::Number(number) => number_to_amqp(number),
         Value::String(text) => AMQPValue::LongString(LongString::from(text.as_str())),
-        Value::Array(items) => {
-            AMQPValue::FieldArray(FieldArray::from(items.iter().map(json_to_amqp).collect::<Vec<_>>()))
-        }
+        Value::Array(items) => AMQPValue::FieldArray(FieldArray::from(
+            items.iter().map(json_to_amqp).collect::<Vec<_>>(),
+        )),
         Value::Object(object) => {
             let mut table = FieldTable::default();
             for (key, member) in object {
@@ -152,7 +159,9 @@ fn amqp_to_json_at(value: &AMQPValue, depth: usize) -> Value {
         // Non-finite floats have no JSON form and become null, as in the JSON codec.
         AMQPValue::Float(float) => float_to_json(f64::from(*float)),
         AMQPValue::Double(float) => float_to_json(*float),
-        AMQPValue::DecimalValue(decimal) => Value::String(decimal_text(decimal.scale, decimal.value)),
+        AMQPValue::DecimalValue(decimal) => {
+            Value::String(decimal_text(decimal.scale, decimal.value))
+        }
         AMQPValue::ShortString(text) => Value::String(text.as_str().to_owned()),
         // Python bytes and str are both written as long strings: text when it is UTF-8.
         AMQPValue::LongString(text) => bytes_to_json(text.as_bytes()),
@@ -226,7 +235,11 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + u64::from(month <= 2);
     (year, month, day)
 }
@@ -276,7 +289,9 @@ mod tests {
         let messages: Vec<Value> = serde_json::from_str(fixtures).unwrap();
         let mut checked = 0;
         for message in &messages {
-            let json_headers = message["properties"]["application_headers"].as_object().unwrap();
+            let json_headers = message["properties"]["application_headers"]
+                .as_object()
+                .unwrap();
             let headers = python_headers(json_headers);
             let context = decode_context(&headers);
             assert_eq!(context.len(), json_headers.len());
@@ -291,7 +306,9 @@ mod tests {
         assert!(checked >= 8, "only {checked} fixture messages had headers");
 
         let first = decode_context(&python_headers(
-            messages[0]["properties"]["application_headers"].as_object().unwrap(),
+            messages[0]["properties"]["application_headers"]
+                .as_object()
+                .unwrap(),
         ));
         assert_eq!(
             Value::Object(first),
@@ -345,7 +362,10 @@ mod tests {
         let headers = encode_context(&context);
         assert_eq!(
             headers,
-            table(vec![("nameko.ok", AMQPValue::FieldTable(FieldTable::default()))])
+            table(vec![(
+                "nameko.ok",
+                AMQPValue::FieldTable(FieldTable::default())
+            )])
         );
     }
 
@@ -353,7 +373,16 @@ mod tests {
     fn decode_keeps_every_header_and_strips_the_prefix() {
         let headers = table(vec![
             ("nameko.user_id", long("u-1")),
-            ("x-death", AMQPValue::FieldArray(vec![AMQPValue::FieldTable(table(vec![("count", AMQPValue::LongLongInt(1))]))].into())),
+            (
+                "x-death",
+                AMQPValue::FieldArray(
+                    vec![AMQPValue::FieldTable(table(vec![(
+                        "count",
+                        AMQPValue::LongLongInt(1),
+                    )]))]
+                    .into(),
+                ),
+            ),
             ("nameko.", long("empty key")),
         ]);
         assert_eq!(
@@ -377,16 +406,46 @@ mod tests {
             ("short", AMQPValue::ShortInt(-300)),
             ("ushort", AMQPValue::ShortUInt(60000)),
             ("ulong", AMQPValue::LongUInt(4_000_000_000)),
-            ("D", AMQPValue::DecimalValue(DecimalValue { scale: 2, value: 1234 })),
-            ("Dneg", AMQPValue::DecimalValue(DecimalValue { scale: 3, value: (-5i32) as u32 })),
-            ("Dint", AMQPValue::DecimalValue(DecimalValue { scale: 0, value: 42 })),
+            (
+                "D",
+                AMQPValue::DecimalValue(DecimalValue {
+                    scale: 2,
+                    value: 1234,
+                }),
+            ),
+            (
+                "Dneg",
+                AMQPValue::DecimalValue(DecimalValue {
+                    scale: 3,
+                    value: (-5i32) as u32,
+                }),
+            ),
+            (
+                "Dint",
+                AMQPValue::DecimalValue(DecimalValue {
+                    scale: 0,
+                    value: 42,
+                }),
+            ),
             ("T", AMQPValue::Timestamp(1_704_164_645)),
             ("T0", AMQPValue::Timestamp(0)),
-            ("F", AMQPValue::FieldTable(table(vec![("a", AMQPValue::Void)]))),
-            ("A", AMQPValue::FieldArray(vec![long("x"), AMQPValue::LongInt(1)].into())),
+            (
+                "F",
+                AMQPValue::FieldTable(table(vec![("a", AMQPValue::Void)])),
+            ),
+            (
+                "A",
+                AMQPValue::FieldArray(vec![long("x"), AMQPValue::LongInt(1)].into()),
+            ),
             ("V", AMQPValue::Void),
-            ("x", AMQPValue::ByteArray(ByteArray::from(b"raw".as_slice()))),
-            ("bad", AMQPValue::LongString(LongString::from(vec![0x66, 0xff]))),
+            (
+                "x",
+                AMQPValue::ByteArray(ByteArray::from(b"raw".as_slice())),
+            ),
+            (
+                "bad",
+                AMQPValue::LongString(LongString::from(vec![0x66, 0xff])),
+            ),
             ("nan", AMQPValue::Double(f64::NAN)),
             ("inf", AMQPValue::Float(f32::INFINITY)),
             ("short_string", AMQPValue::ShortString("s".into())),

@@ -152,8 +152,7 @@ fn unwrap_typed(type_name: &Value, inner: Value) -> Result<Value, DecodeError> {
                 .and_then(|object| object.get("hex"))
                 .and_then(Value::as_str)
                 .ok_or_else(|| invalid("an object `{\"hex\": \"...\"}`", &inner))?;
-            let uuid = uuid::Uuid::try_parse(hex)
-                .map_err(|_| invalid("a uuid in hex", &inner))?;
+            let uuid = uuid::Uuid::try_parse(hex).map_err(|_| invalid("a uuid in hex", &inner))?;
             Ok(Value::String(uuid.hyphenated().to_string()))
         }
         _ => Err(DecodeError::UnknownType {
@@ -316,7 +315,10 @@ mod tests {
 
     #[test]
     fn keeps_insertion_order() {
-        assert_eq!(roundtrip(r#"{"z": 1, "a": 2, "m": 3}"#), r#"{"z": 1, "a": 2, "m": 3}"#);
+        assert_eq!(
+            roundtrip(r#"{"z": 1, "a": 2, "m": 3}"#),
+            r#"{"z": 1, "a": 2, "m": 3}"#
+        );
     }
 
     #[test]
@@ -328,7 +330,10 @@ mod tests {
             encode(&json!("q\"b\\n\nr\rt\tb\u{8}f\u{c}")),
             br#""q\"b\\n\nr\rt\tb\bf\f""#
         );
-        assert_eq!(encode(&json!("\u{1}\u{1f}\u{7f}")), br#""\u0001\u001f\u007f""#);
+        assert_eq!(
+            encode(&json!("\u{1}\u{1f}\u{7f}")),
+            br#""\u0001\u001f\u007f""#
+        );
         assert_eq!(encode(&json!("/<>&'")), br#""/<>&'""#);
         assert_eq!(encode(&json!({"\u{e9}": 1})), br#"{"\u00e9": 1}"#);
     }
@@ -375,7 +380,10 @@ mod tests {
             decode(br#"["NaN", "say \"Infinity\" NaN", NaN]"#).unwrap(),
             json!(["NaN", "say \"Infinity\" NaN", null])
         );
-        assert_eq!(decode(br#"{"NaN": "-Infinity"}"#).unwrap(), json!({"NaN": "-Infinity"}));
+        assert_eq!(
+            decode(br#"{"NaN": "-Infinity"}"#).unwrap(),
+            json!({"NaN": "-Infinity"})
+        );
         assert!(decode(b"[-NaN]").is_err());
         assert!(decode(b"[NaNa]").is_err());
     }
@@ -411,7 +419,10 @@ mod tests {
             decode(br#"{"__type__": "nope", "__value__": 1, "extra": 2}"#).unwrap(),
             json!({"__type__": "nope", "__value__": 1, "extra": 2})
         );
-        assert_eq!(decode(br#"{"__type__": "nope"}"#).unwrap(), json!({"__type__": "nope"}));
+        assert_eq!(
+            decode(br#"{"__type__": "nope"}"#).unwrap(),
+            json!({"__type__": "nope"})
+        );
     }
 
     #[test]

@@ -1,1 +1,69 @@
-//! Skeleton: filled in by its own issue.
+//! AMQP plumbing for nameko-rs: the broker side that Nameko's RPC and events stand on.
+//!
+//! This crate knows AMQP and Nameko's wire conventions, but nothing of RPC or event
+//! semantics: it depends on none of nameko-rs's extension crates, and `nameko-rpc` and
+//! `nameko-events` build on it. It provides
+//!
+//! - [`AmqpUri`] and [`ConnectionConfig`]: broker addresses as Nameko configs write them
+//!   (`pyamqp://`, kombu's vhost rules), never printed with their password;
+//! - [`Connection`]: shared per process and role ([`Connection::shared`]), because lapin runs
+//!   a thread per connection;
+//! - [`Publisher`]: confirmed, pipelined publishing, with unroutable mandatory messages
+//!   reported as [`PublishError::Unroutable`];
+//! - [`Consumer`]: one queue, one channel, bounded prefetch, manual acks, and a cancel that
+//!   leaves in-flight deliveries acknowledgeable;
+//! - [`Topology`]: declarations with exactly Nameko's flags and argument types;
+//! - [`headers`] and [`json`]: the context-data header codec and the kombu JSON codec, byte
+//!   compatible with Python Nameko.
+//!
+//! ```no_run
+//! use nameko_amqp::{
+//!     Connection, ConnectionConfig, ConnectionRole, Consumer, PublishOptions, Publisher,
+//!     QueueSpec, Topology,
+//! };
+//! use serde_json::json;
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ConnectionConfig::parse("pyamqp://guest:guest@localhost")?;
+//! let consuming = Connection::shared(&config, ConnectionRole::Consumer).await?;
+//! let publishing = Connection::shared(&config, ConnectionRole::Publisher).await?;
+//!
+//! let topology = Topology::new(&consuming).await?;
+//! topology.declare_rpc_exchange("nameko-rpc").await?;
+//! let mut consumer = Consumer::start(&consuming, &QueueSpec::durable("rpc-greeter"), 10).await?;
+//! topology.bind_queue("rpc-greeter", "nameko-rpc", "greeter.*").await?;
+//!
+//! let publisher = Publisher::new(&publishing).await?;
+//! let body = nameko_amqp::json::encode(&json!({"args": ["Matt"], "kwargs": {}}));
+//! let options = PublishOptions { mandatory: true, ..PublishOptions::default() };
+//! publisher.publish("nameko-rpc", "greeter.hello", &body, options).await?;
+//!
+//! if let Some(delivery) = consumer.next().await {
+//!     let delivery = delivery?;
+//!     let request = nameko_amqp::json::decode(delivery.body())?;
+//!     println!("{request} with context {:?}", delivery.context_data());
+//!     delivery.ack().await?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod connection;
+mod consumer;
+mod error;
+pub mod headers;
+pub mod json;
+mod publisher;
+mod topology;
+mod uri;
+
+pub use connection::{Connection, ConnectionConfig, ConnectionRole};
+pub use consumer::{Consumer, ConsumerHandle, Delivery};
+pub use error::{DecodeError, Error, PublishError, Result, UriError};
+pub use publisher::{PublishOptions, Publisher};
+pub use topology::{ExchangeSpec, QueueSpec, QueueState, Topology, event_exchange_name};
+pub use uri::{AmqpUri, Scheme};
+
+/// The lapin version this crate is built on, so dependants use the very same types.
+pub use lapin;
+pub use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};

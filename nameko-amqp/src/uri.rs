@@ -57,7 +57,7 @@ impl Scheme {
 /// assert_eq!(uri.vhost(), "/");
 /// assert_eq!(uri.to_string(), "amqp://guest:***@rabbit:5672/%2f");
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AmqpUri {
     scheme: Scheme,
     username: String,
@@ -550,10 +550,7 @@ mod tests {
             AmqpUri::parse("amqp://[::1/v"),
             Err(UriError::InvalidHost { .. })
         ));
-        assert_eq!(
-            AmqpUri::parse("amqp://a;amqp://b"),
-            Err(UriError::Failover)
-        );
+        assert_eq!(AmqpUri::parse("amqp://a;amqp://b"), Err(UriError::Failover));
         assert_eq!(AmqpUri::parse("amqp://u:pa#ss@h"), Err(UriError::Fragment));
         assert_eq!(
             AmqpUri::parse("amqp://h/%ff"),

@@ -1,0 +1,375 @@
+//! `Consumer` and `Delivery`: reading one queue with manual acknowledgement and bounded
+//! prefetch.
+//!
+//! Each consumer gets its own channel, so its prefetch (`basic.qos`, the only back-pressure a
+//! lapin consumer has: its buffer is otherwise unbounded) applies to it alone, and a broker
+//! error on one queue cannot close another's channel.
+//!
+//! Stopping is two steps because Nameko's graceful stop needs it: [`ConsumerHandle::cancel`]
+//! asks the broker for no more deliveries while the channel stays open, so workers still
+//! running can acknowledge what they hold; [`ConsumerHandle::close`] then closes the channel,
+//! after which the broker requeues anything left unacknowledged. The handle is separate from
+//! the stream so that a stop signal can reach a consumer whose loop owns the stream.
+//!
+//! `Delivery` wraps lapin's delivery to give acknowledgements one error type and to turn
+//! "already settled" (which lapin reports as `Ok(false)`) into an error instead of silence.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use lapin::BasicProperties;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicRejectOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use serde_json::{Map, Value};
+use tokio_stream::{Stream, StreamExt};
+
+use crate::connection::Connection;
+use crate::error::{Error, Result, short_string};
+use crate::headers::decode_optional_context;
+use crate::topology::{QueueSpec, declare_queue_on};
+
+/// Consumes one queue on a channel of its own. A [`Stream`] of deliveries; see also
+/// [`Consumer::next`].
+#[derive(Debug)]
+pub struct Consumer {
+    handle: ConsumerHandle,
+    deliveries: lapin::Consumer,
+}
+
+/// Stops a [`Consumer`] from another task. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ConsumerHandle {
+    /// Keeps a shared connection alive as long as the consumer is.
+    connection: Connection,
+    channel: lapin::Channel,
+    queue: String,
+    tag: String,
+}
+
+impl Consumer {
+    /// Declare `queue` exactly as specified, then consume it with manual acknowledgement and
+    /// at most `prefetch_count` unacknowledged deliveries (0 means no limit, as in AMQP).
+    pub async fn start(
+        connection: &Connection,
+        queue: &QueueSpec,
+        prefetch_count: u16,
+    ) -> Result<Self> {
+        let channel = connection.create_channel().await?;
+        channel
+            .basic_qos(prefetch_count, BasicQosOptions { global: false })
+            .await
+            .map_err(|source| Error::amqp("basic.qos", source))?;
+        declare_queue_on(&channel, queue).await?;
+
+        let tag = format!("nameko-rs-{}", uuid::Uuid::new_v4().simple());
+        let deliveries = channel
+            .basic_consume(
+                short_string("queue name", &queue.name)?,
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|source| Error::amqp(format!("basic.consume `{}`", queue.name), source))?;
+        tracing::debug!(queue = %queue.name, %tag, prefetch_count, "consuming");
+        Ok(Self {
+            handle: ConsumerHandle {
+                connection: connection.clone(),
+                channel,
+                queue: queue.name.clone(),
+                tag,
+            },
+            deliveries,
+        })
+    }
+
+    /// The next delivery; `None` once the consumer has been cancelled (by
+    /// [`ConsumerHandle::cancel`] or by the broker, e.g. when its queue is deleted) and every
+    /// delivery received before that has been handed out. An error means the channel or
+    /// connection failed; the stream ends after it.
+    pub async fn next(&mut self) -> Option<Result<Delivery>> {
+        StreamExt::next(self).await
+    }
+
+    /// A handle to cancel or close this consumer from elsewhere.
+    #[must_use]
+    pub fn handle(&self) -> ConsumerHandle {
+        self.handle.clone()
+    }
+
+    /// The queue being consumed.
+    #[must_use]
+    pub fn queue(&self) -> &str {
+        &self.handle.queue
+    }
+
+    /// The consumer tag, unique per consumer.
+    #[must_use]
+    pub fn tag(&self) -> &str {
+        &self.handle.tag
+    }
+
+    /// The consumer's channel, for what this type does not wrap.
+    #[must_use]
+    pub fn channel(&self) -> &lapin::Channel {
+        &self.handle.channel
+    }
+
+    /// See [`ConsumerHandle::cancel`].
+    pub async fn cancel(&self) -> Result<()> {
+        self.handle.cancel().await
+    }
+
+    /// See [`ConsumerHandle::close`].
+    pub async fn close(&self) -> Result<()> {
+        self.handle.close().await
+    }
+}
+
+impl Stream for Consumer {
+    type Item = Result<Delivery>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        Pin::new(&mut this.deliveries).poll_next(cx).map(|item| {
+            item.map(|delivery| {
+                delivery.map(Delivery::from).map_err(|source| {
+                    Error::amqp(format!("consuming `{}`", this.handle.queue), source)
+                })
+            })
+        })
+    }
+}
+
+impl ConsumerHandle {
+    /// Ask the broker to stop delivering. The channel stays open, so deliveries already
+    /// received can still be acknowledged; the stream ends once they have been handed out.
+    /// Cancelling twice, or after the channel closed, does nothing.
+    pub async fn cancel(&self) -> Result<()> {
+        if !self.channel.status().connected() {
+            return Ok(());
+        }
+        self.channel
+            .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default())
+            .await
+            .map_err(|source| Error::amqp(format!("basic.cancel `{}`", self.queue), source))
+    }
+
+    /// Close the channel; the broker requeues every delivery not yet acknowledged. Closing
+    /// twice does nothing.
+    pub async fn close(&self) -> Result<()> {
+        if !self.channel.status().connected() {
+            return Ok(());
+        }
+        self.channel
+            .close(200, "OK".into())
+            .await
+            .map_err(|source| Error::amqp(format!("channel.close for `{}`", self.queue), source))
+    }
+
+    /// Whether the consumer's channel is open.
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        self.channel.status().connected()
+    }
+
+    /// The connection the consumer's channel lives on.
+    #[must_use]
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+}
+
+/// One message received by a [`Consumer`], to be acknowledged exactly once.
+#[derive(Debug)]
+pub struct Delivery {
+    inner: lapin::message::Delivery,
+}
+
+impl From<lapin::message::Delivery> for Delivery {
+    /// Wrap a lapin delivery; with `lapin::message::Delivery::mock` this makes deliveries for
+    /// tests that need no broker.
+    fn from(inner: lapin::message::Delivery) -> Self {
+        Self { inner }
+    }
+}
+
+impl Delivery {
+    /// The message body.
+    #[must_use]
+    pub fn body(&self) -> &[u8] {
+        &self.inner.data
+    }
+
+    /// The exchange the message was published to.
+    #[must_use]
+    pub fn exchange(&self) -> &str {
+        self.inner.exchange.as_str()
+    }
+
+    /// The routing key it was published with (`<service>.<method>` for RPC requests).
+    #[must_use]
+    pub fn routing_key(&self) -> &str {
+        self.inner.routing_key.as_str()
+    }
+
+    /// Whether the broker delivered it before without an acknowledgement.
+    #[must_use]
+    pub fn redelivered(&self) -> bool {
+        self.inner.redelivered
+    }
+
+    /// The delivery tag on the consumer's channel.
+    #[must_use]
+    pub fn delivery_tag(&self) -> u64 {
+        self.inner.delivery_tag
+    }
+
+    /// All message properties.
+    #[must_use]
+    pub fn properties(&self) -> &BasicProperties {
+        &self.inner.properties
+    }
+
+    /// The message headers, if it has any.
+    #[must_use]
+    pub fn headers(&self) -> Option<&FieldTable> {
+        self.inner.properties.headers().as_ref()
+    }
+
+    /// The headers decoded as Nameko context data (see [`crate::headers::decode_context`]).
+    #[must_use]
+    pub fn context_data(&self) -> Map<String, Value> {
+        decode_optional_context(self.headers())
+    }
+
+    /// The `content_type` property.
+    #[must_use]
+    pub fn content_type(&self) -> Option<&str> {
+        self.inner
+            .properties
+            .content_type()
+            .as_ref()
+            .map(ShortString::as_str)
+    }
+
+    /// The `content_encoding` property.
+    #[must_use]
+    pub fn content_encoding(&self) -> Option<&str> {
+        self.inner
+            .properties
+            .content_encoding()
+            .as_ref()
+            .map(ShortString::as_str)
+    }
+
+    /// The `correlation_id` property.
+    #[must_use]
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.inner
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(ShortString::as_str)
+    }
+
+    /// The `reply_to` property.
+    #[must_use]
+    pub fn reply_to(&self) -> Option<&str> {
+        self.inner
+            .properties
+            .reply_to()
+            .as_ref()
+            .map(ShortString::as_str)
+    }
+
+    /// Acknowledge: the broker forgets the message.
+    pub async fn ack(&self) -> Result<()> {
+        let sent = self.inner.acker.ack(BasicAckOptions::default()).await;
+        self.settled("basic.ack", sent)
+    }
+
+    /// Negatively acknowledge (`basic.nack`); with `requeue` the broker delivers it again,
+    /// otherwise it is dropped or dead-lettered.
+    pub async fn nack(&self, requeue: bool) -> Result<()> {
+        let options = BasicNackOptions {
+            multiple: false,
+            requeue,
+        };
+        let sent = self.inner.acker.nack(options).await;
+        self.settled("basic.nack", sent)
+    }
+
+    /// Reject (`basic.reject`), as Nameko does to requeue on error or when the container is
+    /// being killed.
+    pub async fn reject(&self, requeue: bool) -> Result<()> {
+        let sent = self
+            .inner
+            .acker
+            .reject(BasicRejectOptions { requeue })
+            .await;
+        self.settled("basic.reject", sent)
+    }
+
+    fn settled(&self, operation: &'static str, sent: lapin::Result<bool>) -> Result<()> {
+        match sent {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::AlreadySettled {
+                delivery_tag: self.inner.delivery_tag,
+            }),
+            Err(source) => Err(Error::amqp(operation, source)),
+        }
+    }
+
+    /// The lapin delivery inside.
+    #[must_use]
+    pub fn into_inner(self) -> lapin::message::Delivery {
+        self.inner
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::types::AMQPValue;
+
+    #[tokio::test]
+    async fn mock_deliveries_expose_their_message_and_settle_once() {
+        let mut inner = lapin::message::Delivery::mock(
+            7,
+            "nameko-rpc".into(),
+            "svc.method".into(),
+            true,
+            br#"{"args": [], "kwargs": {}}"#.to_vec(),
+        );
+        let mut headers = FieldTable::default();
+        headers.insert("nameko.user_id".into(), AMQPValue::LongString("u-1".into()));
+        inner.properties = BasicProperties::default()
+            .with_headers(headers)
+            .with_content_type("application/json".into())
+            .with_correlation_id("c-1".into())
+            .with_reply_to("r-1".into());
+        let delivery = Delivery::from(inner);
+
+        assert_eq!(delivery.body(), br#"{"args": [], "kwargs": {}}"#);
+        assert_eq!(delivery.exchange(), "nameko-rpc");
+        assert_eq!(delivery.routing_key(), "svc.method");
+        assert!(delivery.redelivered());
+        assert_eq!(delivery.delivery_tag(), 7);
+        assert_eq!(delivery.content_type(), Some("application/json"));
+        assert_eq!(delivery.content_encoding(), None);
+        assert_eq!(delivery.correlation_id(), Some("c-1"));
+        assert_eq!(delivery.reply_to(), Some("r-1"));
+        assert_eq!(delivery.context_data()["user_id"], "u-1");
+
+        delivery.ack().await.unwrap();
+        let again = delivery.reject(true).await.unwrap_err();
+        assert!(
+            matches!(again, Error::AlreadySettled { delivery_tag: 7 }),
+            "{again}"
+        );
+    }
+}
