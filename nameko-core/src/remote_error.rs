@@ -171,12 +171,19 @@ impl IntoRemoteError for RemoteError {
 }
 
 impl IntoRemoteError for anyhow::Error {
-    /// A `RemoteError` inside the chain is kept as it is (so an error from a nested call
-    /// propagates with its type); anything else becomes a generic error with the full message.
+    /// A `RemoteError` inside the chain, as the error itself or as a source of it, is kept as
+    /// it is (so an error from a nested call propagates with its type); anything else becomes a
+    /// generic error with the full message.
     fn into_remote_error(self) -> RemoteError {
         match self.downcast::<RemoteError>() {
             Ok(remote) => remote,
-            Err(other) => RemoteError::generic(format!("{other:#}")),
+            Err(other) => match other
+                .chain()
+                .find_map(|cause| cause.downcast_ref::<RemoteError>())
+            {
+                Some(remote) => remote.clone(),
+                None => RemoteError::generic(format!("{other:#}")),
+            },
         }
     }
 }
