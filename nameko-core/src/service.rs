@@ -12,7 +12,11 @@
 //! assert_eq!(service.name(), "greeting_service");
 //! ```
 //!
-//! A `Service` is only a declaration; a [`ServiceContainer`](crate::ServiceContainer) runs it.
+//! A `Service` is only a declaration; a [`ServiceContainer`](crate::ServiceContainer) runs it and
+//! owns its extensions from then on. `Service` is deliberately not `Clone`: extensions keep
+//! per-container state (a timer's loop, a consumer's channel), so two containers must never share
+//! one extension value. Nameko gets the same guarantee by binding a fresh copy of every extension
+//! to each container; here, build the service once per container (a `fn() -> Service` does it).
 
 use std::sync::Arc;
 
@@ -21,7 +25,6 @@ use crate::dependency::DependencyProvider;
 use crate::entrypoint::Entrypoint;
 
 /// A named service with its entrypoints and dependency providers.
-#[derive(Clone)]
 pub struct Service {
     pub(crate) name: Arc<str>,
     pub(crate) entrypoints: Vec<Arc<dyn DynEntrypoint>>,

@@ -444,40 +444,6 @@ async fn broadcast_with_stable_identifiers_keeps_events_while_an_instance_is_dow
 }
 
 #[tokio::test]
-async fn one_service_value_runs_in_several_containers() {
-    let Some(uri) = broker_uri().await else {
-        return;
-    };
-    let config = config(&uri, &[]);
-    let (source, event, name) = (unique("src"), "thing", unique("cloned"));
-    let (tx, mut inbox) = mpsc::unbounded_channel();
-    let service = Service::new(name.as_str()).entrypoint(event_handler(
-        &source,
-        event,
-        "handle",
-        recorder("either", &tx),
-    ));
-    // Both containers share the entrypoint value; stopping one must not stop the other.
-    let first = run(service.clone(), &config).await;
-    let second = run(service, &config).await;
-    first.stop().await;
-
-    let dispatcher = StandaloneDispatcher::new(&config).unwrap();
-    dispatch_ids(&dispatcher, &source, event, 3).await;
-    let reports = take(&mut inbox, 3).await;
-    assert_eq!(ids(&reports), vec![0, 1, 2]);
-    assert_eq!(second.state(), ContainerState::Running);
-
-    second.stop().await;
-    let queue = names::service_pool_queue(&source, event, &name, "handle");
-    assert_eq!(
-        queue_state(&uri, &queue).await.map(|s| s.consumer_count),
-        Some(0)
-    );
-    cleanup(&uri, &[queue], &[event_exchange(&source)]).await;
-}
-
-#[tokio::test]
 async fn reliable_delivery_keeps_events_while_the_handler_is_down() {
     let Some(uri) = broker_uri().await else {
         return;
