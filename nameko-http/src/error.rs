@@ -3,9 +3,9 @@
 //! They are split by when they happen. [`RuleError`] is a url rule that cannot work, found
 //! when the rule is parsed, so a service with a bad `http(..)` declaration fails to start
 //! instead of failing on its first request. [`Error`] covers the rest of registration (method
-//! lists, route clashes, bind addresses, binding) and the two ways a handler can fail to read a
-//! request body. Nothing here describes a per-request routing outcome: a path that matches no
-//! rule is a `404` response, not an error.
+//! lists, route clashes, configuration, bind addresses, binding) and the two ways a handler can
+//! fail to read a request body. Nothing here describes a per-request routing outcome: a path
+//! that matches no rule is a `404` response, not an error.
 
 use hyper::Method;
 use thiserror::Error;
@@ -125,6 +125,9 @@ pub enum Error {
         /// The rule already registered, as written (the same shape, perhaps other names).
         existing: String,
     },
+    /// A web server setting in the service's configuration has a value of the wrong kind.
+    #[error(transparent)]
+    Config(#[from] nameko_core::ConfigError),
     /// `WEB_SERVER_ADDRESS` is not `[address:]port`.
     #[error("misconfigured bind address `{address}`: expected `[address:]port`")]
     BindAddress {

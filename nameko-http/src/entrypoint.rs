@@ -1,0 +1,510 @@
+//! The `http` entrypoint: Nameko's `@http` decorator as a constructor.
+//!
+//! `http("GET", "/get/<int:value>", "get_method", get_method)` exposes the `async fn
+//! get_method(worker, request)` on that route. The handler gets the [`Worker`] (context and
+//! dependencies, as every handler does) and the [`Request`] with its body read and its path
+//! values typed; it returns anything [`IntoHandlerResult`]: a response by Nameko's conventions,
+//! or a `Result` whose error becomes a response through the entrypoint's
+//! [`ResponseFromException`].
+//!
+//! Every request runs as a worker of the service's container, so `max_workers` bounds HTTP
+//! handlers as it bounds every other entrypoint, dependencies are injected, and a panic is an
+//! error for that request alone. The response travels out of the worker in the entrypoint's
+//! result handling (where Nameko's `handle_result` builds it), so it is written before the
+//! dependencies' `worker_result` and `worker_teardown` hooks finish; the worker's result is the
+//! status code. As in Nameko, HTTP requests carry no context data in; the worker's arguments,
+//! for logs, are the method and path and the path values by name (`{"request": "GET /get/42",
+//! "value": 42}`), which is what `sensitive_arguments` can redact.
+//!
+//! The entrypoint owns no socket. At setup it checks its method list and rule (a bad one fails
+//! the service's start, never a request) and hands its route to the container's
+//! [`WebServerExtension`], which registers every route of the container at start. On stop the
+//! route answers new requests with `503` while those already running finish; a request whose
+//! worker never started because the container stopped or was killed gets `503` too.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use nameko_core::{
+    BoxError, Container, ContextData, Entrypoint, EntrypointInfo, Extension, IntoRemoteError,
+    RemoteError, Worker, WorkerAborted, WorkerResult,
+};
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+use tracing::debug;
+
+use crate::method::Methods;
+use crate::request::Request;
+use crate::response::{self, IntoResponse, Response};
+use crate::response_from_exception::ResponseFromException;
+use crate::rule::Rule;
+use crate::server::{BoxFuture, Route, RouteHandler, ServerConfig};
+use crate::web_server::WebServerExtension;
+
+/// What an `http` handler may return.
+///
+/// - anything [`IntoResponse`]: a body string (`200 text/plain; charset=utf-8`), `(status,
+///   body)`, `(status, headers, body)`, or a full [`Response`];
+/// - `Result<T, E>` with `T: IntoResponse` and `E: IntoRemoteError` (`RemoteError`,
+///   `anyhow::Error`, your own error type): an `Err` is answered by the entrypoint's
+///   [`ResponseFromException`], by default `500`, or `400` for an expected error or a bad
+///   request, with the body `Error: <exc_type>: <value>`.
+///
+/// Implemented for all of these; there is nothing to implement by hand.
+pub trait IntoHandlerResult {
+    /// The response, or the error to answer.
+    fn into_handler_result(self) -> Result<Response, RemoteError>;
+}
+
+impl<T: IntoResponse> IntoHandlerResult for T {
+    fn into_handler_result(self) -> Result<Response, RemoteError> {
+        Ok(self.into_response())
+    }
+}
+
+impl<T: IntoResponse, E: IntoRemoteError> IntoHandlerResult for Result<T, E> {
+    fn into_handler_result(self) -> Result<Response, RemoteError> {
+        self.map(IntoResponse::into_response)
+            .map_err(IntoRemoteError::into_remote_error)
+    }
+}
+
+/// A handler an `http` entrypoint can run: an `async fn(Worker, Request) -> R` (or a closure
+/// returning a future) where `R` is [`IntoHandlerResult`].
+///
+/// Implemented for every such function; there is nothing to implement by hand.
+pub trait HttpHandler: Send + Sync + 'static {
+    /// Runs the handler and turns its return value into a response or an error.
+    fn call(
+        &self,
+        worker: Worker,
+        request: Request,
+    ) -> impl Future<Output = Result<Response, RemoteError>> + Send + 'static;
+}
+
+impl<F, Fut> HttpHandler for F
+where
+    F: Fn(Worker, Request) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: IntoHandlerResult,
+{
+    fn call(
+        &self,
+        worker: Worker,
+        request: Request,
+    ) -> impl Future<Output = Result<Response, RemoteError>> + Send + 'static {
+        let call = self(worker, request);
+        async move { call.await.into_handler_result() }
+    }
+}
+
+/// The `http` entrypoint; build it with [`http`].
+pub struct Http<H> {
+    info: Arc<EntrypointInfo>,
+    /// Kept as written and parsed at setup, so a mistake fails the service's start with the
+    /// entrypoint named, instead of a panic where the service is declared.
+    methods: String,
+    rule: String,
+    handler: Arc<H>,
+    response_from_exception: Option<ResponseFromException>,
+    /// Cleared on stop: the route then refuses new requests while running ones finish.
+    accepting: Arc<AtomicBool>,
+}
+
+/// Exposes `handler` as the service method `method_name` on `rule` for `methods` (Nameko's
+/// `@http(method, url)`).
+///
+/// `methods` is one method or a comma-separated list (`"GET,PUT,POST,DELETE"`); a `GET` route
+/// also answers `HEAD`. `rule` is werkzeug's syntax (`/get/<int:value>`; converters `string`,
+/// `int`, `float`, `path`, `uuid`, `any(..)`). Both are checked when the service starts: a bad
+/// one fails the start with a message naming it. The handler reads the typed path values from
+/// [`Request::path_values`].
+///
+/// ```
+/// use nameko_core::{RemoteError, Service, Worker};
+/// use nameko_http::{Request, Response, full, http};
+///
+/// // A body string: `200 text/plain; charset=utf-8`.
+/// async fn get_method(_: Worker, request: Request) -> String {
+///     let value = request.path_values().get_int("value").unwrap_or_default();
+///     format!("{{\"value\": {value}}}")
+/// }
+///
+/// // `(status, body)` and `(status, headers, body)`.
+/// async fn forbidden(_: Worker, _: Request) -> (u16, &'static str) {
+///     (403, "Forbidden")
+/// }
+/// async fn redirect(_: Worker, _: Request) -> (u16, [(&'static str, &'static str); 1], &'static str) {
+///     (201, [("Location", "https://www.example.com/widget/1")], "")
+/// }
+///
+/// // A full response.
+/// async fn custom(_: Worker, _: Request) -> Response {
+///     Response::new(full("payload"))
+/// }
+///
+/// // A `Result`: the error becomes `500 Error: <exc_type>: <value>` (or `400` when expected).
+/// async fn do_post(_: Worker, request: Request) -> Result<String, RemoteError> {
+///     let body = request.text().map_err(|e| RemoteError::new("BadRequest", "svc.BadRequest", e.to_string()))?;
+///     Ok(format!("received: {body}"))
+/// }
+///
+/// let service = Service::new("http_service")
+///     .entrypoint(http("GET", "/get/<int:value>", "get_method", get_method))
+///     .entrypoint(http("GET", "/privileged", "forbidden", forbidden))
+///     .entrypoint(http("GET", "/headers", "redirect", redirect))
+///     .entrypoint(http("GET", "/custom", "custom", custom))
+///     .entrypoint(http("POST", "/post", "do_post", do_post).expected_exceptions(["BadRequest"]));
+/// # let _ = service;
+/// ```
+pub fn http<H, Fut>(methods: &str, rule: &str, method_name: &str, handler: H) -> Http<H>
+where
+    H: Fn(Worker, Request) -> Fut + Send + Sync + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: IntoHandlerResult,
+{
+    Http {
+        info: Arc::new(EntrypointInfo::new("http", method_name)),
+        methods: methods.to_owned(),
+        rule: rule.to_owned(),
+        handler: Arc::new(handler),
+        response_from_exception: None,
+        accepting: Arc::new(AtomicBool::new(true)),
+    }
+}
+
+impl<H> Http<H> {
+    /// Errors with these `exc_type`s are part of the method's contract: they are answered with
+    /// `400` instead of `500` and logged as warnings (Nameko's `expected_exceptions`).
+    #[must_use]
+    pub fn expected_exceptions<I, S>(mut self, exc_types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.info = Arc::new((*self.info).clone().with_expected_exceptions(exc_types));
+        self
+    }
+
+    /// Path values (`"token"`) or parts of them redacted whenever the worker's arguments are
+    /// logged (Nameko's `sensitive_arguments`).
+    #[must_use]
+    pub fn sensitive_arguments<I, S>(mut self, paths: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.info = Arc::new((*self.info).clone().with_sensitive_arguments(paths));
+        self
+    }
+
+    /// Answers the handler's errors with this mapping instead of Nameko's default (the override
+    /// of `response_from_exception` in Python); errors it returns `None` for keep the default.
+    ///
+    /// Takes a function `Fn(&RemoteError) -> Response` or `-> Option<Response>`, or a
+    /// [`ResponseFromException`] shared with other entrypoints.
+    #[must_use]
+    pub fn response_from_exception(mut self, mapping: impl Into<ResponseFromException>) -> Self {
+        self.response_from_exception = Some(mapping.into());
+        self
+    }
+
+    /// The method list as declared.
+    pub fn methods(&self) -> &str {
+        &self.methods
+    }
+
+    /// The url rule as declared.
+    pub fn rule(&self) -> &str {
+        &self.rule
+    }
+}
+
+impl<H> fmt::Debug for Http<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Http")
+            .field("method_name", &self.info.method_name())
+            .field("methods", &self.methods)
+            .field("rule", &self.rule)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: HttpHandler> Extension for Http<H> {
+    async fn setup(&self, container: &Container) -> Result<(), BoxError> {
+        let methods = Methods::parse(&self.methods)?;
+        let rule = Rule::parse(&self.rule)?;
+        // The shared extension reads these too; reading them here names this entrypoint in
+        // the error when a setting is wrong.
+        ServerConfig::from_config(container.config())?;
+        let route = HttpRoute {
+            info: self.info.clone(),
+            handler: self.handler.clone(),
+            container: container.clone(),
+            response_from_exception: self.response_from_exception.clone(),
+            accepting: self.accepting.clone(),
+        };
+        WebServerExtension::of(container).add_route(Route::new(methods, rule, route));
+        Ok(())
+    }
+
+    async fn stop(&self) {
+        self.accepting.store(false, Ordering::Release);
+    }
+
+    async fn kill(&self) {
+        self.accepting.store(false, Ordering::Release);
+    }
+}
+
+impl<H: HttpHandler> Entrypoint for Http<H> {
+    fn info(&self) -> &Arc<EntrypointInfo> {
+        &self.info
+    }
+}
+
+/// The route an entrypoint registers: runs each request as a worker of its container.
+struct HttpRoute<H> {
+    info: Arc<EntrypointInfo>,
+    handler: Arc<H>,
+    container: Container,
+    response_from_exception: Option<ResponseFromException>,
+    accepting: Arc<AtomicBool>,
+}
+
+/// Where a worker sends its outcome: the request waiting for it. Shared by the method, which
+/// looks whether the request is still waiting, and the result handling, which answers it.
+/// A std mutex: it is only taken to look or to take, never across an `.await`.
+type Reply = Arc<Mutex<Option<oneshot::Sender<Result<Response, RemoteError>>>>>;
+
+impl<H: HttpHandler> RouteHandler for HttpRoute<H> {
+    fn call(&self, request: Request) -> BoxFuture<Response> {
+        if !self.accepting.load(Ordering::Acquire) {
+            return Box::pin(async { response::service_unavailable() });
+        }
+        let args = logged_args(&request);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let reply: Reply = Arc::new(Mutex::new(Some(reply_tx)));
+        // The method's response goes to the result handling beside the worker result, which
+        // can only carry JSON.
+        let (response_tx, mut response_rx) = oneshot::channel::<Response>();
+
+        let handler = self.handler.clone();
+        let waiting = reply.clone();
+        let method = move |worker: Worker| async move {
+            // A client that went away while the request waited for a worker slot gets no
+            // handler run on its behalf.
+            if !is_waiting(&waiting) {
+                return Err(client_gone());
+            }
+            let response = handler.call(worker, request).await?;
+            let status = response.status().as_u16();
+            let _ = response_tx.send(response);
+            Ok(Value::from(status))
+        };
+        let handle_result = move |_, result: WorkerResult| async move {
+            let outcome = match &result {
+                Ok(_) => response_rx
+                    .try_recv()
+                    .map_err(|_| RemoteError::generic("the handler's response was lost")),
+                Err(error) => Err(error.clone()),
+            };
+            let taken = reply.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(reply) = taken {
+                let _ = reply.send(outcome);
+            }
+            result
+        };
+        let worker = self.container.spawn_worker_with(
+            &self.info,
+            ContextData::new(),
+            args,
+            method,
+            handle_result,
+        );
+
+        let info = self.info.clone();
+        let mapping = self.response_from_exception.clone();
+        Box::pin(async move {
+            match reply_rx.await {
+                Ok(Ok(response)) => response,
+                // Mapped here rather than in the worker, so that a panicking mapping is a
+                // `500` for this request, as a panicking handler is.
+                Ok(Err(error)) => ResponseFromException::respond(mapping.as_ref(), &info, &error),
+                Err(_) => unanswered(&info, worker.await.err()),
+            }
+        })
+    }
+}
+
+/// The response for a request whose worker ended without answering: the container stopped or
+/// was killed before it ran, or killed while it ran. (A panic in a dependency's hook, outside
+/// the handler, ends a worker the same way; the service cannot answer then either.)
+fn unanswered(info: &EntrypointInfo, aborted: Option<WorkerAborted>) -> Response {
+    debug!(
+        method = info.method_name(),
+        reason = ?aborted,
+        "request unanswered: the worker did not run to its end"
+    );
+    response::service_unavailable()
+}
+
+fn is_waiting(reply: &Reply) -> bool {
+    reply
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .is_some_and(|reply| !reply.is_closed())
+}
+
+fn client_gone() -> RemoteError {
+    RemoteError::new(
+        "ClientDisconnected",
+        "nameko_rs.ClientDisconnected",
+        "the client closed the connection before a worker took its request",
+    )
+}
+
+/// The worker's arguments as logs show them: Python passes `request` and the path values as
+/// keyword arguments, so they are named the same way.
+fn logged_args(request: &Request) -> Value {
+    let mut args = Map::new();
+    for (name, value) in request.path_values().iter() {
+        args.insert(name.to_owned(), value.to_json());
+    }
+    args.insert(
+        "request".to_owned(),
+        Value::String(format!("{} {}", request.method(), request.path())),
+    );
+    Value::Object(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use hyper::StatusCode;
+
+    async fn outcome(result: impl IntoHandlerResult) -> Result<(StatusCode, String), RemoteError> {
+        let response = result.into_handler_result()?;
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Ok((status, String::from_utf8(body.to_vec()).unwrap()))
+    }
+
+    #[tokio::test]
+    async fn responses_and_results_become_handler_results() {
+        assert_eq!(
+            outcome("text").await.unwrap(),
+            (StatusCode::OK, "text".to_owned())
+        );
+        assert_eq!(
+            outcome((403, "Forbidden")).await.unwrap(),
+            (StatusCode::FORBIDDEN, "Forbidden".to_owned())
+        );
+        let ok: Result<String, RemoteError> = Ok("fine".to_owned());
+        assert_eq!(
+            outcome(ok).await.unwrap(),
+            (StatusCode::OK, "fine".to_owned())
+        );
+        let err: Result<(u16, &str), anyhow::Error> = Err(anyhow::anyhow!("broken"));
+        let err = outcome(err).await.unwrap_err();
+        assert_eq!(
+            (err.exc_type.as_str(), err.value.as_str()),
+            ("Error", "broken")
+        );
+    }
+
+    #[test]
+    fn logged_args_name_the_request_and_the_path_values() {
+        let request = hyper::Request::builder()
+            .method("GET")
+            .uri("/get/42?secret=1")
+            .body(hyper::body::Bytes::new())
+            .unwrap();
+        let mut values = crate::PathValues::new();
+        values.insert("value", crate::PathValue::Int(42));
+        let request = Request::from_http(request).with_path_values(values);
+        assert_eq!(
+            logged_args(&request),
+            serde_json::json!({"value": 42, "request": "GET /get/42"})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_client_left_before_a_worker_took_it_runs_no_handler() {
+        let mut config = nameko_core::Config::new();
+        config.set("max_workers", 1);
+        let container =
+            nameko_core::ServiceContainer::new(nameko_core::Service::new("svc"), config).unwrap();
+        container.start().await.unwrap();
+        let running = container.container().clone();
+        let mut events = running.subscribe_workers();
+
+        // Another worker holds the only slot, so the request waits for it.
+        let (release, held) = oneshot::channel::<()>();
+        let busy = running.spawn_worker(
+            &Arc::new(EntrypointInfo::new("test", "busy")),
+            ContextData::new(),
+            Value::Null,
+            move |_| async move {
+                let _ = held.await;
+                Ok(Value::Null)
+            },
+        );
+        let ran = Arc::new(AtomicBool::new(false));
+        let handler_ran = ran.clone();
+        let route = HttpRoute {
+            info: Arc::new(EntrypointInfo::new("http", "method")),
+            handler: Arc::new(move |_: Worker, _: Request| {
+                handler_ran.store(true, Ordering::SeqCst);
+                async { "ran" }
+            }),
+            container: running.clone(),
+            response_from_exception: None,
+            accepting: Arc::new(AtomicBool::new(true)),
+        };
+        let request = hyper::Request::builder()
+            .uri("/x")
+            .body(hyper::body::Bytes::new())
+            .unwrap();
+        // hyper drops the request's future when its client disconnects.
+        drop(route.call(Request::from_http(request)));
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                let event = events.recv().await.unwrap();
+                if event.context.entrypoint().method_name() == "method" {
+                    break event;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            event.result.as_ref().unwrap_err().exc_type,
+            "ClientDisconnected"
+        );
+        assert!(!ran.load(Ordering::SeqCst));
+        container.stop().await;
+    }
+
+    #[test]
+    fn a_declaration_keeps_its_options() {
+        async fn handler(_: Worker, _: Request) -> &'static str {
+            ""
+        }
+        let entrypoint = http("GET,POST", "/x/<int:id>", "method", handler)
+            .expected_exceptions(["ValueError"])
+            .sensitive_arguments(["id"]);
+        assert_eq!(entrypoint.methods(), "GET,POST");
+        assert_eq!(entrypoint.rule(), "/x/<int:id>");
+        assert!(entrypoint.info().is_expected("ValueError"));
+        assert_eq!(entrypoint.info().sensitive_arguments(), ["id"]);
+        assert_eq!(entrypoint.info().kind(), "http");
+    }
+}
