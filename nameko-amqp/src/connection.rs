@@ -10,21 +10,37 @@
 //!
 //! The registry holds connections weakly: a connection lives as long as some publisher,
 //! consumer or handle uses it, and closes when the last one is dropped. A connection that has
-//! closed or failed is replaced by a fresh one on the next `shared` call. lapin runs each
-//! connection's bookkeeping as tasks on the tokio runtime that opened it, so the registry is
-//! also keyed by runtime: a connection is never handed to a runtime it does not live on.
+//! closed or failed is replaced by a fresh one on the next `shared` call. The registry is also
+//! keyed by the caller's tokio runtime, so independent runtimes in one process (tests, or two
+//! applications) never share, and so never close or break, each other's connections.
 //!
-//! Automatic recovery (lapin's `enable_auto_recover`) is deliberately off; when it is wanted,
-//! [`ConnectionConfig::properties`] is the one place that builds lapin's settings.
+//! Every connection's bookkeeping (lapin's heartbeat timer, acknowledgements, channel
+//! closes) runs on one small runtime of this crate's own, the broker runtime, not on the
+//! application's: a handler that blocks its worker thread (a CPU-bound loop, a blocking call)
+//! would otherwise hold back heartbeats until the broker dropped the connection and redelivered
+//! the very request that was being worked on. lapin reads and writes the socket on a thread of
+//! its own either way.
+//!
+//! lapin's automatic recovery (`enable_auto_recover`) is deliberately off: it is young code,
+//! recovers channels the broker closed on purpose, and replays declarations behind the caller's
+//! back. Recovery is explicit instead: [`Connection::reconnect`] hands out a working connection
+//! with the same settings, and the [`RecoveringConsumer`](crate::RecoveringConsumer) and
+//! [`Publisher`](crate::Publisher) use it when theirs has failed. Opening a connection, TCP and
+//! AMQP handshake together, is bounded by [`ConnectionConfig::connect_timeout`], so a broker that
+//! accepts connections but never answers is a failure, not a hang.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
 
 use lapin::ConnectionProperties;
+use lapin::tcp::OwnedTLSConfig;
 use lapin::uri::SASLMechanism;
+use tokio_util::task::AbortOnDropHandle;
 
-use crate::error::{Error, Result, UriError};
+use crate::error::{Error, Result, UriError, connect_hint};
+use crate::tls::{self, TlsOptions};
 use crate::uri::{AmqpUri, Scheme};
 
 /// Which shared connection an extension wants.
@@ -52,15 +68,19 @@ impl fmt::Display for ConnectionRole {
 }
 
 /// Everything needed to open a connection: the broker address plus the settings Nameko reads
-/// from its config (`HEARTBEAT`, `LOGIN_METHOD`).
+/// from its config (`HEARTBEAT`, `LOGIN_METHOD`, `AMQP_SSL`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionConfig {
     uri: AmqpUri,
+    /// How to set up TLS, when the URI is `amqps://` or `AMQP_SSL` asked for it.
+    tls: Option<TlsOptions>,
     /// Seconds between heartbeats, proposed to the broker (which may lower it).
     heartbeat: u16,
     login_method: Option<SASLMechanism>,
     /// Shown by the broker's management tools, so operators can tell what a connection is.
     name: String,
+    /// Bounds TCP connect plus AMQP handshake, so a silent peer cannot hang a (re)connect.
+    connect_timeout: Duration,
 }
 
 impl ConnectionConfig {
@@ -68,17 +88,49 @@ impl ConnectionConfig {
     pub const DEFAULT_HEARTBEAT: u16 = 60;
     /// The connection name sent to the broker unless another is set.
     pub const DEFAULT_NAME: &'static str = "nameko-rs";
+    /// How long opening a connection may take unless the URI's `connection_timeout` says
+    /// otherwise: RabbitMQ's own handshake timeout.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
     /// Settings for this broker with Nameko's defaults: the URI's `heartbeat` parameter or
-    /// 60 seconds, the URI's login method or PLAIN, and the name `nameko-rs`.
+    /// 60 seconds, the URI's login method or PLAIN, the name `nameko-rs`, and the URI's
+    /// `connection_timeout` or [`Self::DEFAULT_CONNECT_TIMEOUT`] to open a connection.
     #[must_use]
     pub fn new(uri: AmqpUri) -> Self {
         Self {
             heartbeat: uri.heartbeat().unwrap_or(Self::DEFAULT_HEARTBEAT),
             login_method: uri.login_method(),
+            connect_timeout: uri
+                .connection_timeout()
+                .unwrap_or(Self::DEFAULT_CONNECT_TIMEOUT),
+            tls: (uri.scheme() == Scheme::Amqps).then(TlsOptions::new),
             uri,
             name: Self::DEFAULT_NAME.to_owned(),
         }
+    }
+
+    /// Speak TLS to the broker with these options (Nameko's `AMQP_SSL`). An `amqp://` URI
+    /// becomes `amqps://`, on port 5671 unless it named a port, as kombu does.
+    #[must_use]
+    pub fn with_tls(mut self, options: TlsOptions) -> Self {
+        self.uri = self.uri.with_tls();
+        self.tls = Some(options);
+        self
+    }
+
+    /// Apply Nameko's `AMQP_SSL` value: nothing for `null` or `false`, TLS for `true` or a
+    /// mapping of options (see [`TlsOptions::from_amqp_ssl`]).
+    pub fn with_amqp_ssl(self, value: &serde_json::Value) -> Result<Self> {
+        Ok(match TlsOptions::from_amqp_ssl(value)? {
+            Some(options) => self.with_tls(options),
+            None => self,
+        })
+    }
+
+    /// The TLS options, when the connection speaks TLS.
+    #[must_use]
+    pub fn tls(&self) -> Option<&TlsOptions> {
+        self.tls.as_ref()
     }
 
     /// Parse an `AMQP_URI` value and apply the defaults of [`ConnectionConfig::new`].
@@ -102,6 +154,13 @@ impl ConnectionConfig {
                 .map_err(|_| Error::LoginMethod(method.to_owned()))?,
         );
         Ok(self)
+    }
+
+    /// Give up opening a connection (TCP connect and AMQP handshake) after this long.
+    #[must_use]
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
     }
 
     /// Send this connection name to the broker instead of `nameko-rs`.
@@ -129,8 +188,14 @@ impl ConnectionConfig {
         &self.name
     }
 
-    /// lapin's connection settings for a connection with this display name. Recovery, when it
-    /// is turned on, belongs here.
+    /// How long opening a connection may take.
+    #[must_use]
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// lapin's connection settings for a connection with this display name (lapin's own
+    /// recovery stays off: see the module docs).
     fn properties(&self, display_name: &str) -> ConnectionProperties {
         ConnectionProperties::default().with_connection_name(display_name.into())
     }
@@ -138,9 +203,10 @@ impl ConnectionConfig {
     /// Everything that makes two connections interchangeable, password included; never shown.
     fn registry_key(&self) -> String {
         format!(
-            "{}\u{0}{}",
+            "{}\u{0}{}\u{0}{:?}",
             self.uri.to_lapin(Some(self.heartbeat), self.login_method),
-            self.name
+            self.name,
+            self.tls
         )
     }
 }
@@ -172,6 +238,29 @@ impl Drop for Inner {
 
 type RegistryKey = (String, ConnectionRole, tokio::runtime::Id);
 type Slot = Arc<tokio::sync::Mutex<Weak<Inner>>>;
+
+/// The runtime every connection's bookkeeping runs on (see the module docs): one worker
+/// thread, started on first use and kept for the life of the process. `None` if the thread could
+/// not be started, in which case connections fall back to the caller's runtime.
+fn broker_runtime() -> Option<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("nameko-amqp")
+                .enable_all()
+                .build()
+                .inspect_err(|error| {
+                    tracing::warn!(
+                        %error,
+                        "could not start the broker runtime; connections run their heartbeats on the application's runtime"
+                    );
+                })
+                .ok()
+        })
+        .as_ref()
+}
 
 /// The shared connections of this process. The outer lock is only held to find a slot; each
 /// slot's async lock is held while its connection is (re)opened, so concurrent callers wait
@@ -240,10 +329,10 @@ impl Connection {
 
     async fn open(config: &ConnectionConfig, role: Option<ConnectionRole>) -> Result<Self> {
         let address = config.uri.redacted();
-        if config.uri.scheme() == Scheme::Amqps {
-            // Without a TLS backend lapin would silently speak plain TCP to the TLS port.
-            return Err(Error::TlsUnavailable { address });
-        }
+        let tls = match &config.tls {
+            Some(options) => options.load().await?,
+            None => OwnedTLSConfig::default(),
+        };
         let display_name = match role {
             Some(role) => format!("{} {role}", config.name),
             None => config.name.clone(),
@@ -251,12 +340,31 @@ impl Connection {
         let uri = config
             .uri
             .to_lapin(Some(config.heartbeat), config.login_method);
-        let lapin = lapin::Connection::connect_uri(uri, config.properties(&display_name))
-            .await
-            .map_err(|source| Error::Connect {
-                address: address.clone(),
-                source,
-            })?;
+        let connect = tls::connect(uri, config.properties(&display_name), tls);
+        // lapin keeps the runtime it connects on for the connection's life: connect on the
+        // broker runtime, so that heartbeats never wait for the application's threads.
+        let runtime = match broker_runtime() {
+            Some(runtime) => runtime.handle().clone(),
+            None => tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?,
+        };
+        let connecting = AbortOnDropHandle::new(runtime.spawn(connect));
+        let connected = match tokio::time::timeout(config.connect_timeout, connecting).await {
+            Ok(Ok(connected)) => connected,
+            Ok(Err(failed)) => Err(lapin::Error::from(std::io::Error::other(
+                failed.to_string(),
+            ))),
+            Err(_) => {
+                return Err(Error::ConnectTimedOut {
+                    address,
+                    timeout: config.connect_timeout,
+                });
+            }
+        };
+        let lapin = connected.map_err(|source| Error::Connect {
+            address: address.clone(),
+            hint: connect_hint(&source, config.login_method),
+            source,
+        })?;
         tracing::info!(
             broker = %address,
             name = %display_name,
@@ -270,6 +378,22 @@ impl Connection {
                 role,
             }),
         })
+    }
+
+    /// A working connection with the same settings and role as this one: this very connection
+    /// while it is open; otherwise, for a shared connection, the registry's current one (opened
+    /// now if nobody has replaced it yet), and for a private one a new private connection.
+    ///
+    /// This is how consumers and publishers recover after the broker went away: they all ask,
+    /// and the registry makes sure a process opens one replacement, not one per asker.
+    pub async fn reconnect(&self) -> Result<Connection> {
+        if self.is_open() {
+            return Ok(self.clone());
+        }
+        match self.inner.role {
+            Some(role) => Self::shared(&self.inner.config, role).await,
+            None => Self::connect(&self.inner.config).await,
+        }
     }
 
     /// Open a new channel on this connection.
@@ -399,11 +523,43 @@ mod tests {
         }
     }
 
+    #[test]
+    fn amqp_ssl_turns_tls_on() {
+        let plain = ConnectionConfig::parse("amqp://u:p@h/v").unwrap();
+        assert_eq!(plain.tls(), None);
+        let amqps = ConnectionConfig::parse("amqps://u:p@h/v").unwrap();
+        assert_eq!(amqps.tls(), Some(&TlsOptions::new()));
+        let ssl = plain
+            .clone()
+            .with_amqp_ssl(&serde_json::json!({"ca_certs": "/ca.pem"}))
+            .unwrap();
+        assert_eq!(ssl.uri().to_string(), "amqps://u:***@h:5671/v");
+        assert_eq!(
+            ssl.tls().and_then(TlsOptions::ca_certs),
+            Some(std::path::Path::new("/ca.pem"))
+        );
+        assert_ne!(ssl.registry_key(), amqps.registry_key());
+        let off = plain
+            .clone()
+            .with_amqp_ssl(&serde_json::json!(false))
+            .unwrap();
+        assert_eq!(off, plain);
+        assert!(
+            plain
+                .with_amqp_ssl(&serde_json::json!({"cert_reqs": 0}))
+                .is_err()
+        );
+    }
+
     #[tokio::test]
-    async fn amqps_is_refused_rather_than_sent_in_plain_text() {
+    async fn amqps_failures_name_the_redacted_address() {
         let config = ConnectionConfig::parse("amqps://u:secret@127.0.0.1:1/v").unwrap();
         let error = Connection::connect(&config).await.unwrap_err();
-        assert!(matches!(error, Error::TlsUnavailable { .. }), "{error}");
+        assert!(matches!(error, Error::Connect { .. }), "{error}");
+        assert!(
+            error.to_string().contains("amqps://u:***@127.0.0.1:1/v"),
+            "{error}"
+        );
         assert!(!error.to_string().contains("secret"));
     }
 

@@ -44,6 +44,13 @@ pub enum UriError {
     /// kombu's failover lists (`amqp://a;amqp://b`) are not supported.
     #[error("several brokers in one amqp uri are not supported: expected a single host")]
     Failover,
+    /// An `@` follows the host, which is almost always a user name or password with an
+    /// unencoded `/` or `?` in it: the part before it would be read as the host, so it is
+    /// refused without echoing any of it.
+    #[error(
+        "unexpected `@` after the host of the amqp uri: expected `/`, `?` and `@` in a user name, password or vhost to be percent-encoded (`%2F`, `%3F`, `%40`)"
+    )]
+    MisplacedAt,
     /// The URI has a `#fragment`, which is almost always an unencoded `#` in a password.
     #[error("unexpected `#` in amqp uri: expected none (write `#` in a password as `%23`)")]
     Fragment,
@@ -79,22 +86,45 @@ pub enum Error {
     #[error(transparent)]
     Uri(#[from] UriError),
     /// The connection could not be established.
-    #[error("could not connect to the broker at {address}: {source}")]
+    #[error("could not connect to the broker at {address}: {source}{hint}")]
     Connect {
         /// The redacted broker address.
         address: String,
         /// What lapin reported.
         #[source]
         source: lapin::Error,
+        /// What the failure most likely means, in words for the operator (an untrusted
+        /// certificate, tls to a plain port, a login mechanism the broker does not offer), or
+        /// nothing.
+        hint: &'static str,
     },
-    /// `amqps://` was asked for but this build has no TLS support; connecting in plain text
-    /// instead would send the credentials unencrypted.
-    #[error(
-        "tls is not available in this build: expected an `amqp://` uri, found `amqps://` for {address}"
-    )]
-    TlsUnavailable {
+    /// The broker did not complete the connection (TCP connect and AMQP handshake) in time.
+    #[error("could not connect to the broker at {address}: no answer within {timeout:?}")]
+    ConnectTimedOut {
         /// The redacted broker address.
         address: String,
+        /// How long the attempt was given.
+        timeout: std::time::Duration,
+    },
+    /// An `AMQP_SSL` setting cannot be used.
+    #[error("invalid `AMQP_SSL` option `{option}`: expected {expected}, found {found}")]
+    TlsOption {
+        /// The option, or `AMQP_SSL` itself.
+        option: String,
+        /// What would have been accepted.
+        expected: &'static str,
+        /// What was given, cut to 64 characters.
+        found: String,
+    },
+    /// A file named by `AMQP_SSL` cannot be read, or does not hold what its option needs.
+    #[error("cannot use the `AMQP_SSL` {option} file `{path}`: {reason}")]
+    TlsFile {
+        /// `ca_certs`, `certfile` or `keyfile`.
+        option: &'static str,
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
     },
     /// `LOGIN_METHOD` names a SASL mechanism the client does not know.
     #[error(
@@ -157,12 +187,84 @@ impl Error {
             _ => None,
         }
     }
+
+    /// Whether the operation failed because the connection or its channel went away (a network
+    /// cut, a broker restart or forced close, missed heartbeats), rather than because the broker
+    /// refused what was asked (a channel-level reply code such as 404 or 406) or the request
+    /// itself was invalid. Only the first kind is worth retrying on a new connection.
+    ///
+    /// Every failure to connect counts, refused logins included: a broker that is restarting
+    /// refuses for a moment, and giving up would leave a service that never recovers.
+    #[must_use]
+    pub fn is_connection_failure(&self) -> bool {
+        match self {
+            Self::Connect { .. } | Self::ConnectTimedOut { .. } => true,
+            Self::Amqp { source, .. } => is_connection_failure(source),
+            _ => false,
+        }
+    }
 }
 
 fn protocol_reply_code(error: &lapin::Error) -> Option<u16> {
     match error.kind() {
         lapin::ErrorKind::ProtocolError(error) => Some(error.get_id()),
         _ => None,
+    }
+}
+
+/// The connection or channel is gone: I/O failed, heartbeats stopped, the broker closed the
+/// connection (a connection-level, "hard" reply code such as 320 `CONNECTION_FORCED`), or the
+/// channel or connection was already closed when the operation started. A channel-level ("soft")
+/// reply code is the broker refusing one request and is not a connection failure.
+pub(crate) fn is_connection_failure(error: &lapin::Error) -> bool {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(_) => error.is_amqp_hard_error(),
+        lapin::ErrorKind::IOError(_)
+        | lapin::ErrorKind::MissingHeartbeatError
+        | lapin::ErrorKind::InvalidChannel(_)
+        | lapin::ErrorKind::InvalidChannelState(..)
+        | lapin::ErrorKind::InvalidConnectionState(_) => true,
+        _ => false,
+    }
+}
+
+/// Words for an operator on why a connection failed, for the failures whose own text does not
+/// say what to change: an untrusted or misnamed broker certificate, TLS spoken to a plain port,
+/// and a broker that hangs up on a login mechanism it does not offer (RabbitMQ closes the socket
+/// without a reason). Empty when there is nothing to add.
+pub(crate) fn connect_hint(
+    error: &lapin::Error,
+    login_method: Option<lapin::uri::SASLMechanism>,
+) -> &'static str {
+    use lapin::uri::SASLMechanism;
+    let lapin::ErrorKind::IOError(io) = error.kind() else {
+        return "";
+    };
+    let text = io.to_string();
+    if text.contains("UnknownIssuer") {
+        return " (the broker's certificate is not signed by a trusted authority: name its CA file in `AMQP_SSL` as `ca_certs`)";
+    }
+    if text.contains("NotValidForName") {
+        return " (the broker's certificate is not valid for the host name in the uri: use a name the certificate lists)";
+    }
+    if text.contains("corrupt message") || text.contains("InvalidContentType") {
+        return " (the port does not speak tls: `amqps://` and `AMQP_SSL` need the broker's tls port, usually 5671)";
+    }
+    let hung_up = matches!(
+        io.kind(),
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe
+    );
+    match login_method {
+        Some(SASLMechanism::External) if hung_up => {
+            " (the broker hung up during the login: expected it to offer the EXTERNAL mechanism, which RabbitMQ does with the rabbitmq_auth_mechanism_ssl plugin, to a client certificate sent over tls)"
+        }
+        Some(SASLMechanism::Anonymous | SASLMechanism::RabbitCrDemo) if hung_up => {
+            " (the broker hung up during the login: expected it to offer the `LOGIN_METHOD` mechanism)"
+        }
+        _ => "",
     }
 }
 
@@ -226,6 +328,18 @@ impl PublishError {
             Self::Failed { source, .. } => protocol_reply_code(source),
             Self::Invalid(error) => error.reply_code(),
             Self::Nacked { .. } | Self::Unconfirmed { .. } => None,
+        }
+    }
+
+    /// Whether the publish failed because the connection or channel went away before the broker
+    /// confirmed the message (see [`Error::is_connection_failure`]). The message may or may not
+    /// have reached the broker: a retry can deliver it twice.
+    #[must_use]
+    pub fn is_connection_failure(&self) -> bool {
+        match self {
+            Self::Failed { source, .. } => is_connection_failure(source),
+            Self::Invalid(error) => error.is_connection_failure(),
+            Self::Unroutable { .. } | Self::Nacked { .. } | Self::Unconfirmed { .. } => false,
         }
     }
 }

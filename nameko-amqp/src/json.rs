@@ -132,13 +132,13 @@ fn unwrap_kombu_types(value: Value) -> Result<Value, DecodeError> {
 fn unwrap_typed(type_name: &Value, inner: Value) -> Result<Value, DecodeError> {
     let Some(name) = type_name.as_str() else {
         return Err(DecodeError::UnknownType {
-            type_name: type_name.to_string(),
+            type_name: shortened(type_name),
         });
     };
     let invalid = |expected: &'static str, found: &Value| DecodeError::InvalidTypedValue {
-        type_name: name.to_owned(),
+        type_name: shortened(&Value::from(name)),
         expected,
-        found: found.to_string(),
+        found: shortened(found),
     };
     match name {
         "datetime" | "date" | "time" | "decimal" | "bytes" | "base64" => match inner {
@@ -156,8 +156,21 @@ fn unwrap_typed(type_name: &Value, inner: Value) -> Result<Value, DecodeError> {
             Ok(Value::String(uuid.hyphenated().to_string()))
         }
         _ => Err(DecodeError::UnknownType {
-            type_name: type_name.to_string(),
+            type_name: shortened(type_name),
         }),
+    }
+}
+
+/// How much of a value from a message an error quotes: enough to recognise it, and not a
+/// message's worth of text in every log line the error reaches.
+const QUOTED_CHARS: usize = 64;
+
+/// A value as JSON, cut after [`QUOTED_CHARS`] characters.
+fn shortened(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(QUOTED_CHARS) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
     }
 }
 
@@ -442,6 +455,14 @@ mod tests {
             decode(br#"{"__type__": "uuid", "__value__": {"hex": "xyz"}}"#),
             Err(DecodeError::InvalidTypedValue { .. })
         ));
+        // Errors quote the start of a value, not all of it.
+        let long = format!(
+            r#"{{"__type__": "date", "__value__": [{}1]}}"#,
+            "1, ".repeat(5000)
+        );
+        let error = decode(long.as_bytes()).unwrap_err().to_string();
+        assert!(error.len() < 200, "{error}");
+        assert!(error.contains("[1,1,1,"), "{error}");
     }
 
     #[test]

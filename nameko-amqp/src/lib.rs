@@ -6,12 +6,19 @@
 //!
 //! - [`AmqpUri`] and [`ConnectionConfig`]: broker addresses as Nameko configs write them
 //!   (`pyamqp://`, kombu's vhost rules), never printed with their password;
+//! - [`TlsOptions`]: TLS to the broker for `amqps://` and Nameko's `AMQP_SSL`, always
+//!   verifying the broker's certificate (against `ca_certs` and the bundled Mozilla roots),
+//!   with an optional client certificate for the `EXTERNAL` login;
 //! - [`Connection`]: shared per process and role ([`Connection::shared`]), because lapin runs
 //!   a thread per connection;
 //! - [`Publisher`]: confirmed, pipelined publishing, with unroutable mandatory messages
 //!   reported as [`PublishError::Unroutable`];
 //! - [`Consumer`]: one queue, one channel, bounded prefetch, manual acks, and a cancel that
 //!   leaves in-flight deliveries acknowledgeable;
+//! - [`RecoveringConsumer`]: a consumer that survives its connection: after a broker restart,
+//!   a network cut, missed heartbeats or a forced close it reconnects with [`Backoff`],
+//!   declares its [`Declarations`] again and resumes, and publishers reconnect on their next
+//!   publish;
 //! - [`Topology`]: declarations with exactly Nameko's flags and argument types;
 //! - [`headers`] and [`json`]: the context-data header codec and the kombu JSON codec, byte
 //!   compatible with Python Nameko.
@@ -48,19 +55,28 @@
 //! # }
 //! ```
 
+mod backoff;
 mod connection;
 mod consumer;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod headers;
 pub mod json;
 mod publisher;
+mod recovery;
+mod tls;
 mod topology;
 mod uri;
 
+pub use backoff::Backoff;
 pub use connection::{Connection, ConnectionConfig, ConnectionRole};
 pub use consumer::{Consumer, ConsumerHandle, Delivery};
 pub use error::{DecodeError, Error, PublishError, Result, UriError};
 pub use publisher::{PublishOptions, Publisher};
+pub use recovery::{Binding, Declarations, RecoveringConsumer, RecoveringHandle, Recovery};
+pub use tls::TlsOptions;
 pub use topology::{ExchangeSpec, QueueSpec, QueueState, Topology, event_exchange_name};
 pub use uri::{AmqpUri, Scheme};
 

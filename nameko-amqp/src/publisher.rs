@@ -17,21 +17,37 @@
 //! confirm and return belongs to the right message. A publish abandoned before its confirm
 //! arrives drops its channel rather than returning it, so a late confirm can never be
 //! attributed to the next message; a channel the broker closed is dropped too.
+//!
+//! A publisher outlives its connection. When the connection has failed (a broker restart, a
+//! network cut, missed heartbeats), the next publish asks for a working one
+//! ([`Connection::reconnect`]) and opens its channel there, trying again with backoff while the
+//! broker cannot be reached, for at most [`Publisher::RECONNECT_PATIENCE`]; then the publish
+//! fails. A message is sent again only when it certainly did not reach the broker: its frames
+//! could not even be written, because the channel had died with its connection an instant
+//! before (lapin had not noticed yet when the channel was leased). Once a message was written,
+//! a connection lost before its confirm is [`PublishError::Failed`] (the broker may or may not
+//! have it), for the caller to decide, so a publish never succeeds silently twice and never
+//! fails silently.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Confirmation};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
+use crate::backoff::Backoff;
 use crate::connection::Connection;
-use crate::error::{Error, PublishError, Result, short_string};
+use crate::error::{Error, PublishError, Result, is_connection_failure, short_string};
 use crate::json::{CONTENT_ENCODING, CONTENT_TYPE};
 
 /// The AMQP reply code of a mandatory message that matched no queue.
 const NO_ROUTE: u16 = 312;
+
+/// How often a message that could not be sent at all (its channel had just died) is tried.
+const SEND_ATTEMPTS: u32 = 3;
 
 /// Per-message settings, defaulting to what Nameko's publisher sends.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,8 +127,9 @@ pub struct Publisher {
 
 #[derive(Debug)]
 struct Inner {
-    /// Keeps a shared connection alive as long as this publisher is.
-    connection: Connection,
+    /// Where new channels are opened; replaced by a working one once it has failed. Keeps a
+    /// shared connection alive as long as this publisher is.
+    connection: Mutex<Connection>,
     /// Confirm-mode channels with nothing in flight.
     idle: Mutex<Vec<lapin::Channel>>,
     /// One permit per channel that may exist: bounds the channels, and so the messages in
@@ -129,6 +146,10 @@ struct Lease {
 impl Publisher {
     /// How many messages one publisher keeps in flight at most, unless told otherwise.
     pub const DEFAULT_MAX_IN_FLIGHT: usize = 32;
+    /// How long a publish keeps trying to reach the broker again after the connection failed,
+    /// before it fails: about as long as kombu's default publish retry policy (Nameko's
+    /// `{'max_retries': 3, 'interval_start': 2, 'interval_step': 1, 'interval_max': 5}`) waits.
+    pub const RECONNECT_PATIENCE: Duration = Duration::from_secs(10);
 
     /// A publisher on `connection`, opening its first channel now so that a refusing broker
     /// is noticed at start-up rather than on the first message.
@@ -142,7 +163,7 @@ impl Publisher {
         let first = open_channel(connection).await?;
         Ok(Self {
             inner: Arc::new(Inner {
-                connection: connection.clone(),
+                connection: Mutex::new(connection.clone()),
                 idle: Mutex::new(vec![first]),
                 permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
             }),
@@ -152,7 +173,9 @@ impl Publisher {
     /// Publish one message and wait until the broker has confirmed it.
     ///
     /// A `mandatory` message that matched no queue is [`PublishError::Unroutable`]; a message
-    /// the broker refused is [`PublishError::Nacked`].
+    /// the broker refused is [`PublishError::Nacked`]; a channel or connection lost before the
+    /// confirm is [`PublishError::Failed`], and [`PublishError::is_connection_failure`] tells
+    /// that case apart.
     pub async fn publish(
         &self,
         exchange: &str,
@@ -173,22 +196,35 @@ impl Publisher {
             source,
         };
 
-        let lease = self.lease().await?;
-        let confirmation = lease
-            .channel
-            .basic_publish(
-                exchange_name,
-                routing_key_name,
-                publish_options,
-                body,
-                properties,
-            )
-            .await
-            .map_err(failed)?
-            .await
-            .map_err(failed)?;
-        // Only now is the channel free of anything in flight, so only now may it be reused.
-        self.give_back(lease);
+        let mut attempts = 1;
+        let confirmation = loop {
+            let lease = self.lease().await?;
+            let sent = lease
+                .channel
+                .basic_publish(
+                    exchange_name.clone(),
+                    routing_key_name.clone(),
+                    publish_options,
+                    body,
+                    properties.clone(),
+                )
+                .await;
+            let confirm = match sent {
+                Ok(confirm) => confirm,
+                // The frames were not all written: the broker cannot have the message. Its
+                // channel went with its connection a moment ago; send it again on a fresh one.
+                Err(source) if attempts < SEND_ATTEMPTS && is_connection_failure(&source) => {
+                    tracing::debug!(exchange, routing_key, error = %source, "message not sent; sending it again on a fresh channel");
+                    attempts += 1;
+                    continue;
+                }
+                Err(source) => return Err(failed(source)),
+            };
+            let confirmation = confirm.await.map_err(failed)?;
+            // Only now is the channel free of anything in flight, so only now may it be reused.
+            self.give_back(lease);
+            break confirmation;
+        };
 
         match confirmation {
             Confirmation::Ack(None) => Ok(()),
@@ -241,12 +277,58 @@ impl Publisher {
                 Some(closed) => drop(closed),
                 None => {
                     return Ok(Lease {
-                        channel: open_channel(&self.inner.connection).await?,
+                        channel: self.fresh_channel().await?,
                         _permit: permit,
                     });
                 }
             }
         }
+    }
+
+    /// A new confirm-mode channel, on a new connection if the current one has failed. Keeps
+    /// trying while the broker is unreachable, for at most [`Self::RECONNECT_PATIENCE`].
+    async fn fresh_channel(&self) -> Result<lapin::Channel> {
+        let deadline = Instant::now() + Self::RECONNECT_PATIENCE;
+        let mut backoff = Backoff::default();
+        // The first attempt is now; `next_delay` hands out its zero delay.
+        backoff.next_delay();
+        loop {
+            let attempt = async {
+                let current = self.current_connection();
+                let connection = current.reconnect().await?;
+                if !connection.same_connection(&current) {
+                    tracing::info!(broker = %connection.config().uri(), "publisher reconnected");
+                    *lock(&self.inner.connection) = connection.clone();
+                }
+                open_channel(&connection).await
+            };
+            let failure = match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(channel)) => return Ok(channel),
+                Ok(Err(error)) if error.is_connection_failure() => error,
+                Ok(Err(error)) => return Err(error),
+                Err(_) => {
+                    return Err(Error::ConnectTimedOut {
+                        address: self.current_connection().config().uri().redacted(),
+                        timeout: Self::RECONNECT_PATIENCE,
+                    });
+                }
+            };
+            let delay = backoff.next_delay();
+            if Instant::now() + delay >= deadline {
+                return Err(failure);
+            }
+            tracing::warn!(
+                error = %failure,
+                attempt = backoff.attempts(),
+                ?delay,
+                "publisher cannot reach the broker; trying again"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn current_connection(&self) -> Connection {
+        lock(&self.inner.connection).clone()
     }
 
     fn give_back(&self, lease: Lease) {
@@ -257,24 +339,28 @@ impl Publisher {
 
     /// The idle list; its lock is only held to push or pop, never across an await, so a
     /// std mutex is the right tool.
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<lapin::Channel>> {
-        self.inner
-            .idle
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+    fn idle(&self) -> MutexGuard<'_, Vec<lapin::Channel>> {
+        lock(&self.inner.idle)
     }
 
-    /// Whether the connection under this publisher is open.
+    /// Whether the connection under this publisher is open. A publisher whose connection
+    /// failed still works: its next publish reconnects.
     #[must_use]
     pub fn is_open(&self) -> bool {
-        self.inner.connection.is_open()
+        self.current_connection().is_open()
     }
 
-    /// The connection this publisher's channels live on.
+    /// The connection this publisher's channels live on now.
     #[must_use]
-    pub fn connection(&self) -> &Connection {
-        &self.inner.connection
+    pub fn connection(&self) -> Connection {
+        self.current_connection()
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Held only to clone, swap, push or pop, never across an await; a panic elsewhere cannot
+    // leave the data half-edited.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 async fn open_channel(connection: &Connection) -> Result<lapin::Channel> {

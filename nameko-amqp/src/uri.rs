@@ -64,6 +64,8 @@ pub struct AmqpUri {
     password: String,
     host: String,
     port: u16,
+    /// The URI named no port, so turning TLS on moves it to 5671 as kombu does.
+    default_port: bool,
     vhost: String,
     /// `?heartbeat=` in the URI; the connection settings decide whether it wins.
     heartbeat: Option<u16>,
@@ -85,6 +87,10 @@ impl AmqpUri {
     /// parameters `heartbeat`, `connection_timeout`, `frame_max`, `channel_max` and
     /// `login_method` (or `auth_mechanism`) are read; others are ignored with a warning, as
     /// kombu passes them to transports this crate does not have.
+    ///
+    /// An `@` anywhere after the host is refused ([`UriError::MisplacedAt`]): it means a user
+    /// name or password with an unencoded `/` or `?`, whose first part would otherwise be read
+    /// as a host and port and end up in logs and error messages.
     pub fn parse(text: &str) -> Result<Self, UriError> {
         let (scheme_text, rest) = text.split_once("://").ok_or(UriError::MissingScheme)?;
         let scheme = match scheme_text.to_ascii_lowercase().as_str() {
@@ -110,6 +116,11 @@ impl AmqpUri {
         if authority.contains(';') || authority.contains(',') {
             return Err(UriError::Failover);
         }
+        // `amqp://user:pa/ss@host` would otherwise connect to host `user`, and a later error or
+        // log line would show `pa` as the port: a password must never be read as an address.
+        if rest[authority.len()..].contains('@') {
+            return Err(UriError::MisplacedAt);
+        }
 
         let (userinfo, hostport) = match authority.rsplit_once('@') {
             Some((userinfo, hostport)) => (Some(userinfo), hostport),
@@ -132,6 +143,7 @@ impl AmqpUri {
         };
 
         let (host, port) = split_host_port(hostport)?;
+        let explicit_port = port.is_some_and(|port| !port.is_empty());
         let host = non_empty(percent_decode(host, "host")?).unwrap_or_else(|| "localhost".into());
         let port = match port {
             None | Some("") => scheme.default_port(),
@@ -157,6 +169,7 @@ impl AmqpUri {
             username: username.unwrap_or_else(|| "guest".into()),
             password: password.unwrap_or_else(|| "guest".into()),
             host,
+            default_port: !explicit_port,
             port,
             vhost,
             heartbeat: None,
@@ -248,10 +261,29 @@ impl AmqpUri {
         self.heartbeat
     }
 
+    /// The `connection_timeout` query parameter (milliseconds, as kombu and lapin read it), if
+    /// the URI has one.
+    #[must_use]
+    pub fn connection_timeout(&self) -> Option<std::time::Duration> {
+        self.connection_timeout
+            .map(std::time::Duration::from_millis)
+    }
+
     /// The SASL mechanism named by the URI's `login_method` parameter, if any.
     #[must_use]
     pub fn login_method(&self) -> Option<SASLMechanism> {
         self.login_method
+    }
+
+    /// The same broker over TLS: `amqps`, and port 5671 unless the URI named a port (what
+    /// kombu does when `AMQP_SSL` is set).
+    #[must_use]
+    pub(crate) fn with_tls(mut self) -> Self {
+        if self.default_port {
+            self.port = Scheme::Amqps.default_port();
+        }
+        self.scheme = Scheme::Amqps;
+        self
     }
 
     /// The address with the password replaced by `***`, safe for logs and errors.
@@ -305,10 +337,12 @@ impl fmt::Display for AmqpUri {
             self.scheme.as_str(),
             percent_encode(&self.username)
         )?;
+        // `:` only ever stands in an IPv6 address, which brackets keep apart from the port.
+        let host = percent_encode_except(&self.host, b":");
         if self.host.contains(':') {
-            write!(f, "[{}]", self.host)?;
+            write!(f, "[{host}]")?;
         } else {
-            f.write_str(&self.host)?;
+            f.write_str(&host)?;
         }
         write!(f, ":{}/{}", self.port, percent_encode(&self.vhost))
     }
@@ -384,9 +418,18 @@ fn hex_value(byte: u8) -> Option<u8> {
 /// Encode everything but unreserved characters, so `/` in a vhost prints as `%2f` (the form
 /// Nameko documentation uses).
 fn percent_encode(text: &str) -> String {
+    percent_encode_except(text, b"")
+}
+
+/// Encode everything but unreserved characters and `keep`, so that what is printed parses
+/// back to the same parts.
+fn percent_encode_except(text: &str, keep: &[u8]) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+        if byte.is_ascii_alphanumeric()
+            || matches!(byte, b'-' | b'.' | b'_' | b'~')
+            || keep.contains(&byte)
+        {
             out.push(char::from(byte));
         } else {
             out.push_str(&format!("%{byte:02x}"));
@@ -422,6 +465,17 @@ mod tests {
         assert_eq!(uri.password, "pw");
         assert_eq!(uri.host(), "broker");
         assert_eq!(uri.port(), 5672);
+    }
+
+    #[test]
+    fn tls_moves_only_a_default_port() {
+        let uri = parse("amqp://h/v").with_tls();
+        assert_eq!((uri.scheme(), uri.port()), (Scheme::Amqps, 5671));
+        let uri = parse("amqp://h:5672/v").with_tls();
+        assert_eq!((uri.scheme(), uri.port()), (Scheme::Amqps, 5672));
+        let uri = parse("amqps://h:1234").with_tls();
+        assert_eq!((uri.scheme(), uri.port()), (Scheme::Amqps, 1234));
+        assert_eq!(parse("amqps://h").with_tls().port(), 5671);
     }
 
     #[test]
@@ -553,6 +607,16 @@ mod tests {
         assert_eq!(AmqpUri::parse("amqp://a;amqp://b"), Err(UriError::Failover));
         assert_eq!(AmqpUri::parse("amqp://u:pa#ss@h"), Err(UriError::Fragment));
         assert_eq!(
+            AmqpUri::parse("amqp://u:pa/ss@h"),
+            Err(UriError::MisplacedAt)
+        );
+        assert_eq!(
+            AmqpUri::parse("amqp://u:pa?ss@h"),
+            Err(UriError::MisplacedAt)
+        );
+        assert_eq!(AmqpUri::parse("amqp://h/v@x"), Err(UriError::MisplacedAt));
+        assert_eq!(parse("amqp://h/v%40x").vhost(), "v@x");
+        assert_eq!(
             AmqpUri::parse("amqp://h/%ff"),
             Err(UriError::NotUtf8 { part: "vhost" })
         );
@@ -575,5 +639,17 @@ mod tests {
         let error = AmqpUri::parse("amqp://u:topsecret@h:port").unwrap_err();
         assert!(!error.to_string().contains("topsecret"));
         assert!(error.to_string().starts_with("invalid port `port`"));
+        // An unencoded `/` or `?` in a password used to make its first part the "port".
+        for text in [
+            "amqp://u:top/secret@h",
+            "amqp://u:top?secret@h",
+            "amqp://u:top?heartbeat=secret@h",
+            "amqp://[u:top/secret@h",
+        ] {
+            let error = AmqpUri::parse(text).unwrap_err();
+            let shown = format!("{error} {error:?}");
+            assert!(!shown.contains("top"), "{text}: {shown}");
+            assert!(!shown.contains("secret"), "{text}: {shown}");
+        }
     }
 }

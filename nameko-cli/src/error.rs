@@ -48,13 +48,19 @@ pub enum CliError {
     },
     /// An RPC call failed other than remotely: no such service, no reply in time, no broker.
     #[error(transparent)]
-    Rpc(nameko_rpc::RpcError),
+    Rpc(Box<nameko_rpc::RpcError>),
     /// Dispatching an event failed.
     #[error(transparent)]
-    Events(#[from] nameko_events::Error),
+    Events(Box<nameko_events::Error>),
     /// The result could not be written to stdout.
     #[error("cannot print the result: {0}")]
     Print(#[source] std::io::Error),
+}
+
+impl From<nameko_events::Error> for CliError {
+    fn from(error: nameko_events::Error) -> Self {
+        Self::Events(Box::new(error))
+    }
 }
 
 impl From<nameko_rpc::RpcError> for CliError {
@@ -66,7 +72,7 @@ impl From<nameko_rpc::RpcError> for CliError {
                 target: call,
                 error,
             },
-            other => Self::Rpc(other),
+            other => Self::Rpc(Box::new(other)),
         }
     }
 }

@@ -23,6 +23,12 @@ use crate::error::ConfigError;
 /// Marks a `${` that stood in a plain scalar (a private-use character nobody writes in config).
 const MARK: char = '\u{F8FF}';
 
+/// How deeply substitutions may nest: `${A:${B:...}}` defaults, and values that bring in more
+/// substitutions when read again (`!env_var` in a variable's value). Real files use two or three
+/// levels; the bound turns a variable that refers to itself into an error instead of endless
+/// recursion.
+const MAX_SUBSTITUTION_DEPTH: usize = 32;
+
 /// The default broker URI, as Nameko 3 has it.
 pub const DEFAULT_AMQP_URI: &str = "amqp://guest:guest@localhost";
 /// The default HTTP bind address.
@@ -37,10 +43,27 @@ pub const DEFAULT_PARENT_CALLS_TRACKED: usize = 10;
 pub const DEFAULT_HEARTBEAT: u16 = 60;
 
 /// A service configuration: a YAML mapping with typed access to Nameko's keys.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// Its `Debug` output hides the password of every URL in it (`amqp://user:***@host`), so a
+/// config can be logged; [`Config::to_yaml`] shows it as written.
+#[derive(Clone, Default, PartialEq)]
 pub struct Config {
     values: Map<String, Value>,
     source: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let values: Map<String, Value> = self
+            .values
+            .iter()
+            .map(|(key, value)| (key.clone(), hide_passwords_in(value)))
+            .collect();
+        f.debug_struct("Config")
+            .field("values", &values)
+            .field("source", &self.source)
+            .finish()
+    }
 }
 
 impl Config {
@@ -112,15 +135,15 @@ impl Config {
         let (key, value) = match definition.split_once('=') {
             Some((key, raw)) => {
                 let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(raw)
-                    .map_err(|_| ConfigError::Override(definition.to_owned()))?;
+                    .map_err(|_| ConfigError::Override(hide_passwords(definition)))?;
                 let value = resolve(yaml, &|_| None)
-                    .map_err(|_| ConfigError::Override(definition.to_owned()))?;
+                    .map_err(|_| ConfigError::Override(hide_passwords(definition)))?;
                 (key.trim(), value)
             }
             None => (definition.trim(), Value::Bool(true)),
         };
         if key.is_empty() {
-            return Err(ConfigError::Override(definition.to_owned()));
+            return Err(ConfigError::Override(hide_passwords(definition)));
         }
         self.values.insert(key.to_owned(), value);
         Ok(())
@@ -276,7 +299,9 @@ impl Config {
         self.values.get("DECLARE_EVENT_EXCHANGES") != Some(&Value::Bool(false))
     }
 
-    /// The configuration as YAML, as `nameko show-config` prints it.
+    /// The configuration as YAML, as `nameko show-config` prints it: every value as written,
+    /// passwords in URLs included (Nameko's `show-config` prints them too, and the command exists
+    /// to show what a service would be given). Not for logs: log [`Config`]'s `Debug` instead.
     pub fn to_yaml(&self) -> String {
         serde_yaml_ng::to_string(&self.values).unwrap_or_default()
     }
@@ -298,10 +323,54 @@ fn describe(value: &Value) -> String {
         Value::Null => "nothing".to_owned(),
         Value::Bool(b) => format!("the boolean `{b}`"),
         Value::Number(n) => format!("the number `{n}`"),
-        Value::String(s) => format!("the string `{s}`"),
+        Value::String(s) => format!("the string `{}`", hide_passwords(s)),
         Value::Array(_) => "a list".to_owned(),
         Value::Object(_) => "a mapping".to_owned(),
     }
+}
+
+/// `value` with [`hide_passwords`] applied to every string in it.
+fn hide_passwords_in(value: &Value) -> Value {
+    match value {
+        Value::String(text) => Value::String(hide_passwords(text)),
+        Value::Array(items) => Value::Array(items.iter().map(hide_passwords_in).collect()),
+        Value::Object(members) => Value::Object(
+            members
+                .iter()
+                .map(|(key, member)| (key.clone(), hide_passwords_in(member)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// `text` with the password of every URL in it replaced by `***`: in each `scheme://` up to the
+/// next blank or quote, what stands between the user name's `:` and the last `@` (a password
+/// may hold an unescaped `/` or `@`). Configs hold broker and database URLs, and any message
+/// that quotes a config value goes through here.
+pub(crate) fn hide_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("://") {
+        let (before, after) = rest.split_at(start + 3);
+        out.push_str(before);
+        let end = after
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`'))
+            .unwrap_or(after.len());
+        let (url, tail) = after.split_at(end);
+        let userinfo_end = url[..url.find(['?', '#']).unwrap_or(url.len())].rfind('@');
+        match userinfo_end.and_then(|at| url[..at].find(':').map(|colon| (colon, at))) {
+            Some((colon, at)) => {
+                out.push_str(&url[..=colon]);
+                out.push_str("***");
+                out.push_str(&url[at..]);
+            }
+            None => out.push_str(url),
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Replaces the `$` of every `${` outside quoted scalars and comments with [`MARK`].
@@ -386,6 +455,15 @@ fn resolve(
     value: serde_yaml_ng::Value,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Value, String> {
+    resolve_at(value, env, 0)
+}
+
+/// [`resolve`] for YAML read from a substitution's result `depth` levels down.
+fn resolve_at(
+    value: serde_yaml_ng::Value,
+    env: &dyn Fn(&str) -> Option<String>,
+    depth: usize,
+) -> Result<Value, String> {
     use serde_yaml_ng::Value as Y;
     Ok(match value {
         Y::Null => Value::Null,
@@ -404,51 +482,73 @@ fn resolve(
         }
         Y::String(s) if s.contains(MARK) => {
             let restored = s.replace(MARK, "$");
-            reparse(&substitute(&restored, env)?, env)?
+            reparse(&substitute(&restored, env, depth)?, env, depth)?
         }
         Y::String(s) => Value::String(s),
         Y::Sequence(items) => Value::Array(
             items
                 .into_iter()
-                .map(|v| resolve(v, env))
+                .map(|v| resolve_at(v, env, depth))
                 .collect::<Result<_, _>>()?,
         ),
         Y::Mapping(map) => {
             let mut out = Map::new();
             for (k, v) in map {
-                let key = match resolve(k, env)? {
+                let key = match resolve_at(k, env, depth)? {
                     Value::String(s) => s,
                     other => other.to_string(),
                 };
-                out.insert(key, resolve(v, env)?);
+                out.insert(key, resolve_at(v, env, depth)?);
             }
             Value::Object(out)
         }
         Y::Tagged(tagged) => {
             let tag = tagged.tag.to_string();
-            let inner = resolve(tagged.value, env)?;
+            let inner = resolve_at(tagged.value, env, depth)?;
             match (tag.trim_start_matches('!'), inner) {
-                ("env_var", Value::String(s)) => reparse(&substitute(&s, env)?, env)?,
-                ("raw_env_var", Value::String(s)) => Value::String(substitute(&s, env)?),
+                ("env_var", Value::String(s)) => reparse(&substitute(&s, env, depth)?, env, depth)?,
+                ("raw_env_var", Value::String(s)) => Value::String(substitute(&s, env, depth)?),
                 (_, other) => other,
             }
         }
     })
 }
 
-fn reparse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Value, String> {
+fn reparse(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    depth: usize,
+) -> Result<Value, String> {
     if text.trim().is_empty() {
         return Ok(Value::Null);
     }
+    if depth >= MAX_SUBSTITUTION_DEPTH {
+        return Err(too_deep(text));
+    }
     match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {
-        Ok(yaml) => resolve(yaml, env),
+        Ok(yaml) => resolve_at(yaml, env, depth + 1),
         // Text YAML cannot read (`a: b: c`) stays a string, as Python keeps the scalar.
         Err(_) => Ok(Value::String(text.to_owned())),
     }
 }
 
+fn too_deep(text: &str) -> String {
+    let start: String = hide_passwords(text).chars().take(40).collect();
+    format!(
+        "substitutions nest more than {MAX_SUBSTITUTION_DEPTH} levels deep at `{start}`: expected \
+         fewer (is there a variable that refers to itself?)"
+    )
+}
+
 /// Substitutes every `${NAME}` and `${NAME:default}` in `text`; defaults may nest.
-fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+fn substitute(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    nesting: usize,
+) -> Result<String, String> {
+    if nesting >= MAX_SUBSTITUTION_DEPTH {
+        return Err(too_deep(text));
+    }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -474,7 +574,7 @@ fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
             i += 1;
         }
         let Some(end) = end else {
-            return Err(format!("unclosed `${{` in `{text}`"));
+            return Err(format!("unclosed `${{` in `{}`", hide_passwords(text)));
         };
         let inner = &body[..end];
         let (name, default) = match inner.split_once(':') {
@@ -486,7 +586,7 @@ fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
         }
         match env(name) {
             Some(value) => out.push_str(&value),
-            None => out.push_str(&substitute(default.unwrap_or(""), env)?),
+            None => out.push_str(&substitute(default.unwrap_or(""), env, nesting + 1)?),
         }
         rest = &body[end + 1..];
     }
@@ -567,6 +667,54 @@ mod tests {
                 .max_workers()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn substitutions_that_never_end_are_errors() {
+        // A variable whose value substitutes itself again, and defaults nested beyond reason,
+        // used to recurse until the stack overflowed.
+        let err = load("X: ${SELF}\n", &[("SELF", "!env_var \"${SELF}\"")]).unwrap_err();
+        assert!(err.to_string().contains("nest more than"), "{err}");
+        let deep = format!("X: {}x{}\n", "${A:".repeat(5000), "}".repeat(5000));
+        let err = load(&deep, &[]).unwrap_err();
+        assert!(err.to_string().contains("nest more than"), "{err}");
+        let fine = format!("X: {}x{}\n", "${A:".repeat(8), "}".repeat(8));
+        assert_eq!(load(&fine, &[]).unwrap().get("X"), Some(&json!("x")));
+    }
+
+    #[test]
+    fn passwords_in_urls_are_hidden_from_debug_and_errors() {
+        assert_eq!(
+            hide_passwords("amqp://guest:s3cret@rabbit/%2f and redis://:pw@r"),
+            "amqp://guest:***@rabbit/%2f and redis://:***@r"
+        );
+        assert_eq!(hide_passwords("amqp://u:pa/ss@w@h/v"), "amqp://u:***@h/v");
+        assert_eq!(hide_passwords("amqp://h/v?x=a@b"), "amqp://h/v?x=a@b");
+        assert_eq!(hide_passwords("amqp://user@h"), "amqp://user@h");
+        assert_eq!(hide_passwords("no url: a:b@c"), "no url: a:b@c");
+        assert_eq!(hide_passwords("é://é:é@é"), "é://é:***@é");
+
+        let config = load(
+            "AMQP_URI: amqp://guest:s3cret@rabbit/%2f\nDB: {url: 'postgres://u:s3cret@db'}\n",
+            &[],
+        )
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("amqp://guest:***@rabbit/%2f"), "{debug}");
+        // `show-config` shows the file as written.
+        assert!(config.to_yaml().contains("s3cret"));
+
+        let mut config = Config::new();
+        let error = config.define("AMQP_URI=[amqp://u:s3cret@h").unwrap_err();
+        assert!(!error.to_string().contains("s3cret"), "{error}");
+        let error = load("AMQP_URI: amqp://u:s3cret@h/${VHOST\n", &[]).unwrap_err();
+        assert!(!error.to_string().contains("s3cret"), "{error}");
+        let error = load("max_workers: amqp://u:s3cret@h\n", &[])
+            .unwrap()
+            .max_workers()
+            .unwrap_err();
+        assert!(!error.to_string().contains("s3cret"), "{error}");
     }
 
     #[test]

@@ -47,6 +47,9 @@ mod dependency;
 mod entrypoint;
 mod error;
 mod extension;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod redact;
 mod remote_error;
 mod runner;

@@ -3,7 +3,8 @@
 //! An entrypoint names the arguments that must never reach a log: a whole argument (`"password"`)
 //! or a part of one (`"user.token"`, `"cards[0]"`). Redaction works on a copy so the worker still
 //! gets the real values; paths that do not exist are ignored, because a caller may leave optional
-//! arguments out.
+//! arguments out. Paths are read with Nameko's rule, so any text is a path: runs of word
+//! characters are keys, `[n]` is a list index, and everything else separates them.
 
 use serde_json::Value;
 
@@ -30,24 +31,41 @@ enum Step<'a> {
     Index(usize),
 }
 
+/// Reads a path as Nameko does, with `re.findall(r"(\w+)|\[(\d+)\]", path)`: a run of word
+/// characters is a key, digits in brackets are a list index, anything else only separates them.
+/// A path with no step at all names the whole arguments.
 fn parse_path(path: &str) -> Vec<Step<'_>> {
     let mut steps = Vec::new();
-    for part in path.split('.') {
-        let (key, mut rest) = match part.find('[') {
-            Some(i) => (&part[..i], &part[i..]),
-            None => (part, ""),
-        };
-        if !key.is_empty() {
-            steps.push(Step::Key(key));
-        }
-        while let Some(close) = rest.find(']') {
-            if let Ok(i) = rest[1..close].trim().parse() {
-                steps.push(Step::Index(i));
-            }
-            rest = &rest[close + 1..];
+    let mut rest = path;
+    while let Some(first) = rest.chars().next() {
+        if is_word(first) {
+            let end = rest.find(|c| !is_word(c)).unwrap_or(rest.len());
+            steps.push(Step::Key(&rest[..end]));
+            rest = &rest[end..];
+        } else if let Some((index, len)) = bracketed_index(rest) {
+            steps.push(Step::Index(index));
+            rest = &rest[len..];
+        } else {
+            rest = &rest[first.len_utf8()..];
         }
     }
     steps
+}
+
+/// Python's `\w`: letters, digits and the underscore, in any script.
+fn is_word(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// `[digits]` at the start of `text`: the index and the length of the whole. An index too big for
+/// any list still names one, which then never exists.
+fn bracketed_index(text: &str) -> Option<(usize, usize)> {
+    let digits = text.strip_prefix('[')?;
+    let end = digits.find(|c: char| !c.is_ascii_digit())?;
+    if end == 0 || !digits[end..].starts_with(']') {
+        return None;
+    }
+    Some((digits[..end].parse().unwrap_or(usize::MAX), end + 2))
 }
 
 fn walk<'v>(value: &'v mut Value, steps: &[Step<'_>]) -> Option<&'v mut Value> {
@@ -82,5 +100,40 @@ mod tests {
             json!({"user": "matt", "password": REDACTED, "card": {"numbers": [1, REDACTED]}})
         );
         assert_eq!(args["password"], "secret");
+    }
+
+    #[test]
+    fn paths_read_as_nameko_reads_them() {
+        let args = json!({"a": [1, {"b": 2}], "c_d": {"\u{e9}": 3}, "x": [0]});
+        let steps = |path| {
+            parse_path(path)
+                .into_iter()
+                .map(|step| match step {
+                    Step::Key(key) => key.to_owned(),
+                    Step::Index(index) => format!("[{index}]"),
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(steps("a[1].b"), ["a", "[1]", "b"]);
+        assert_eq!(steps("a[1]b"), ["a", "[1]", "b"]);
+        assert_eq!(steps("c_d.\u{e9}"), ["c_d", "\u{e9}"]);
+        // Brackets that hold no index are separators; the words in them are keys.
+        assert_eq!(steps("a[ 0 ]"), ["a", "0"]);
+        assert_eq!(steps("a[x]"), ["a", "x"]);
+        assert_eq!(
+            steps("a[99999999999999999999999]"),
+            ["a", &format!("[{}]", usize::MAX)]
+        );
+        // These used to slice strings in the middle of a character, or backwards, and panic.
+        assert_eq!(steps("x[0]]"), ["x", "[0]"]);
+        assert_eq!(steps("x[0]\u{e9}]"), ["x", "[0]", "\u{e9}"]);
+        assert_eq!(
+            redact(
+                &args,
+                &["x[0]]".into(), "a[1].b".into(), "c_d.\u{e9}".into()]
+            ),
+            json!({"a": [1, {"b": REDACTED}], "c_d": {"\u{e9}": REDACTED}, "x": [REDACTED]})
+        );
+        assert_eq!(redact(&args, &["x[5]".into(), "nope".into()]), args);
     }
 }

@@ -1,12 +1,12 @@
 //! The broker side shared by dispatchers and handlers: connection settings read from a Nameko
-//! config, and a confirmed publishing channel that is reopened when it dies.
+//! config, and one confirmed publisher, made on first use.
 //!
-//! A publishing channel dies for good when the broker closes it, for example after a publish
-//! to an exchange that does not exist (404), which happens to Nameko too when an auto-delete
-//! event exchange lost its last binding. kombu recovers by retrying on a fresh channel; so does
-//! [`Publishing`]: it hands out its publisher while the channel is open and opens a new one
-//! (on the process's shared publishing connection) when it is not. Callers retry a failed
-//! publish once when it failed because the channel closed under it.
+//! The publisher survives its connection (it reconnects on its next publish, see
+//! [`nameko_amqp::Publisher`]) and a channel the broker closed, for example after a publish to
+//! an exchange that does not exist (404), which happens to Nameko too when an auto-delete event
+//! exchange lost its last binding. kombu retries that on a fresh channel; callers here retry
+//! once, after declaring the exchange again. A publish that failed because the connection was
+//! lost is not retried: the broker may have the message already, and the caller is told.
 
 use std::sync::Arc;
 
@@ -17,8 +17,11 @@ use nameko_core::Config;
 
 use crate::error::Result;
 
-/// Connection settings from a Nameko config: `AMQP_URI`, and `HEARTBEAT` and `LOGIN_METHOD`
-/// when set (otherwise the URI's own parameters or Nameko's defaults apply).
+/// The reply code of a publish to an exchange that does not exist.
+const NOT_FOUND: u16 = 404;
+
+/// Connection settings from a Nameko config: `AMQP_URI`, and `HEARTBEAT`, `LOGIN_METHOD` and
+/// `AMQP_SSL` when set (otherwise the URI's own parameters or Nameko's defaults apply).
 pub(crate) fn connection_config(config: &Config) -> Result<ConnectionConfig> {
     let mut settings =
         ConnectionConfig::parse(&config.amqp_uri()?).map_err(nameko_amqp::Error::from)?;
@@ -27,6 +30,9 @@ pub(crate) fn connection_config(config: &Config) -> Result<ConnectionConfig> {
     }
     if let Some(method) = config.login_method()? {
         settings = settings.with_login_method(&method)?;
+    }
+    if let Some(ssl) = config.amqp_ssl()? {
+        settings = settings.with_amqp_ssl(&ssl)?;
     }
     Ok(settings)
 }
@@ -51,10 +57,10 @@ impl Publishing {
         Ok(Connection::shared(&self.settings, ConnectionRole::Publisher).await?)
     }
 
-    /// The open publisher, opening a channel (and the shared connection) when needed.
+    /// The publisher, made (with the shared connection) on first use.
     pub(crate) async fn publisher(&self) -> Result<Publisher> {
         let mut current = self.publisher.lock().await;
-        if let Some(publisher) = current.as_ref().filter(|p| p.is_open()) {
+        if let Some(publisher) = current.as_ref() {
             return Ok(publisher.clone());
         }
         let publisher = Publisher::new(&self.connection().await?).await?;
@@ -67,8 +73,9 @@ impl Publishing {
         Ok(Topology::new(&self.connection().await?).await?)
     }
 
-    /// Publishes once and waits for the broker's confirm. `Ok(Err(_))` is a failure after
-    /// which the channel is gone, worth one retry on a fresh channel; `Err(_)` is final.
+    /// Publishes once and waits for the broker's confirm. `Ok(Err(_))` is the broker refusing
+    /// the message because the exchange does not exist (404), worth one retry once it has been
+    /// declared again; `Err(_)` is final, a lost connection included.
     pub(crate) async fn publish_once(
         &self,
         exchange: &str,
@@ -82,7 +89,7 @@ impl Publishing {
             .await
         {
             Ok(()) => Ok(Ok(())),
-            Err(error) if !publisher.is_open() => Ok(Err(error)),
+            Err(error) if error.reply_code() == Some(NOT_FOUND) => Ok(Err(error)),
             Err(error) => Err(error.into()),
         }
     }

@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use nameko_amqp::ConsumerHandle;
+use nameko_amqp::RecoveringHandle;
 use nameko_core::{Extension, SharedExtension};
 
 /// The key the container shares this extension under.
@@ -20,12 +20,12 @@ pub(crate) const SHARING_KEY: &str = "nameko-events/handler-consumers";
 #[derive(Debug, Default)]
 pub(crate) struct HandlerConsumers {
     /// A std mutex is enough: it is held only to push or take the list.
-    handles: Mutex<Vec<ConsumerHandle>>,
+    handles: Mutex<Vec<RecoveringHandle>>,
     closing: AtomicBool,
 }
 
 impl HandlerConsumers {
-    pub(crate) fn register(&self, handle: ConsumerHandle) {
+    pub(crate) fn register(&self, handle: RecoveringHandle) {
         self.handles
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

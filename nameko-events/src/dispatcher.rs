@@ -10,8 +10,10 @@
 //! Nameko.
 //!
 //! The event exchange is declared when the service sets up (unless `DECLARE_EVENT_EXCHANGES` is
-//! `false`) and again, followed by one retry, if a publish fails because the broker closed the
-//! channel: an auto-delete exchange can vanish with its last binding.
+//! `false`) and again, followed by one retry, if a publish fails because the exchange does not
+//! exist: an auto-delete exchange can vanish with its last binding. A publish that fails because
+//! the connection was lost is an error to the caller, not retried (the broker may have the event
+//! already); the next dispatch reconnects.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -115,7 +117,7 @@ impl EventSender {
             %exchange,
             event_type,
             error = %failure,
-            "event publish failed with its channel; declaring the exchange again and retrying once"
+            "the event exchange does not exist; declaring it again and retrying once"
         );
         self.declared().remove(source_service);
         self.declare_exchange(source_service).await?;

@@ -16,6 +16,13 @@
 //! dependencies' `worker_result` hooks, as Nameko's `handle_result` does it: see
 //! [`redelivery`](crate::redelivery) for acks, bounded requeueing and parking.
 //!
+//! The consumer survives its connection ([`RecoveringConsumer`]): after a broker restart, a
+//! network cut or missed heartbeats it reconnects with backoff and declares the exchange, the
+//! queue and its binding again while the container keeps running; events it held come back
+//! from the broker (an unreliable, auto-delete queue is declared afresh and loses what was
+//! dispatched meanwhile, as Nameko's does). Only a refused declaration during a recovery ends
+//! it, and kills the container loudly.
+//!
 //! Graceful stop: the consumer is cancelled, deliveries already received still get workers,
 //! running workers finish and settle their messages, and the channel is closed after the
 //! container's workers have drained; a delivery whose worker never started (or was killed) is
@@ -31,7 +38,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use nameko_amqp::{Connection, ConnectionRole, Consumer, ConsumerHandle, Delivery, Topology};
+use nameko_amqp::{
+    Connection, ConnectionRole, Declarations, Delivery, ExchangeSpec, RecoveringConsumer,
+    RecoveringHandle,
+};
 use nameko_core::{
     BoxError, Container, ContainerState, DirectCall, Entrypoint, EntrypointInfo, Extension,
     IntoWorkerResult, RemoteError, Worker, WorkerResult,
@@ -74,7 +84,7 @@ pub struct EventHandler<H, P> {
 /// One start of the handler in one container.
 struct Run {
     container: Container,
-    consumer: ConsumerHandle,
+    consumer: RecoveringHandle,
     /// Set before this crate cancels the consumer, so the end of its stream is not a failure.
     cancelled: Arc<AtomicBool>,
     /// Closed when the consumer loop has ended.
@@ -275,22 +285,18 @@ where
             config,
         )?;
         let connection = Connection::shared(&settings, ConnectionRole::Consumer).await?;
-        let topology = Topology::new(&connection).await?;
+        let exchange = event_exchange(&self.source_service);
+        let mut declarations = Declarations::queue(queue.spec());
         if config.declare_event_exchanges() {
-            topology
-                .declare_event_exchange(&self.source_service, config.auto_delete_event_exchanges())
-                .await?;
+            declarations = declarations.exchange(ExchangeSpec {
+                auto_delete: config.auto_delete_event_exchanges(),
+                ..ExchangeSpec::topic(&exchange)
+            });
         }
-        let spec = queue.spec();
-        topology.declare_queue(&spec).await?;
-        topology
-            .bind_queue(
-                &queue.name,
-                &event_exchange(&self.source_service),
-                &self.event_type,
-            )
-            .await?;
-        let consumer = Consumer::start(&connection, &spec, config.prefetch_count()?).await?;
+        let declarations = declarations.bind(&exchange, &self.event_type);
+        // Declares all of it, then consumes; and again after every recovery.
+        let consumer =
+            RecoveringConsumer::start(&connection, declarations, config.prefetch_count()?).await?;
 
         let consumers = container.shared_extension(SHARING_KEY, HandlerConsumers::default);
         consumers.register(consumer.handle());
@@ -445,13 +451,27 @@ where
     let payload = P::deserialize(&worker.args()[PAYLOAD_ARGUMENT]);
     match payload {
         Ok(payload) => handler(worker, payload).await.into_worker_result(),
-        Err(error) => Err(RemoteError::new(
-            MALFORMED_EVENT,
-            MALFORMED_EVENT_PATH,
-            format!(
-                "payload of event `{event_type}` from `{source_service}` does not fit the handler's payload type: {error}"
-            ),
-        )),
+        Err(error) => {
+            // serde's text may quote a part of the payload, and this error is logged: with
+            // `sensitive_arguments` declared, it is left out.
+            let detail = if worker
+                .context()
+                .entrypoint()
+                .sensitive_arguments()
+                .is_empty()
+            {
+                error.to_string()
+            } else {
+                "details not shown for a sensitive argument".to_owned()
+            };
+            Err(RemoteError::new(
+                MALFORMED_EVENT,
+                MALFORMED_EVENT_PATH,
+                format!(
+                    "payload of event `{event_type}` from `{source_service}` does not fit the handler's payload type: {detail}"
+                ),
+            ))
+        }
     }
 }
 
@@ -472,12 +492,13 @@ where
     F::Output: IntoWorkerResult,
     P: DeserializeOwned + Send + 'static,
 {
-    /// Hands every delivery to a worker until the consumer ends. An end nobody asked for (the
-    /// broker cancelled the consumer, the channel or connection failed) is an error, which
-    /// kills the container: it would otherwise silently stop receiving events.
+    /// Hands every delivery to a worker until the consumer ends. A lost connection or a
+    /// broker cancel is recovered inside the consumer; an end that cannot be recovered (the
+    /// broker refused a declaration) is an error, which kills the container: it would otherwise
+    /// silently stop receiving events.
     async fn consume(
         self: Arc<Self>,
-        mut consumer: Consumer,
+        mut consumer: RecoveringConsumer,
         container: &Container,
         cancelled: &AtomicBool,
         consumers: &HandlerConsumers,
@@ -632,6 +653,15 @@ mod tests {
             error
                 .value
                 .starts_with("payload of event `e` from `src` does not fit"),
+            "{}",
+            error.value
+        );
+        // With `sensitive_arguments` declared, serde's text (which quotes the value) is left
+        // out of this error, which the worker logs.
+        assert!(
+            error
+                .value
+                .ends_with("details not shown for a sensitive argument"),
             "{}",
             error.value
         );

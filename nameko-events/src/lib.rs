@@ -75,6 +75,9 @@ mod broker;
 mod consumers;
 mod dispatcher;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handler;
 mod handler_type;
 mod message;

@@ -284,7 +284,7 @@ impl<H: HttpHandler> RouteHandler for HttpRoute<H> {
         if !self.accepting.load(Ordering::Acquire) {
             return Box::pin(async { response::service_unavailable() });
         }
-        let args = logged_args(&request);
+        let args = logged_args(&request, self.info.sensitive_arguments());
         let (reply_tx, reply_rx) = oneshot::channel();
         let reply: Reply = Arc::new(Mutex::new(Some(reply_tx)));
         // The method's response goes to the result handling beside the worker result, which
@@ -369,16 +369,34 @@ fn client_gone() -> RemoteError {
 
 /// The worker's arguments as logs show them: Python passes `request` and the path values as
 /// keyword arguments, so they are named the same way.
-fn logged_args(request: &Request) -> Value {
+///
+/// The path holds the path values too, so when one of them is a sensitive argument the path is
+/// not shown: redacting the value alone would leave it in `request` for every log to read.
+fn logged_args(request: &Request, sensitive: &[String]) -> Value {
     let mut args = Map::new();
+    let mut hide_path = false;
     for (name, value) in request.path_values().iter() {
         args.insert(name.to_owned(), value.to_json());
+        hide_path |= sensitive.iter().any(|path| names_argument(path, name));
     }
+    let path = if hide_path {
+        nameko_core::redact::REDACTED
+    } else {
+        request.path()
+    };
     args.insert(
         "request".to_owned(),
-        Value::String(format!("{} {}", request.method(), request.path())),
+        Value::String(format!("{} {path}", request.method())),
     );
     Value::Object(args)
+}
+
+/// Whether a `sensitive_arguments` path (`token`, `token.part`, `token[0]`) starts at the
+/// argument `name`: its first run of word characters, as Nameko reads paths.
+fn names_argument(path: &str, name: &str) -> bool {
+    path.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .find(|key| !key.is_empty())
+        == Some(name)
 }
 
 #[cfg(test)]
@@ -428,9 +446,21 @@ mod tests {
         values.insert("value", crate::PathValue::Int(42));
         let request = Request::from_http(request).with_path_values(values);
         assert_eq!(
-            logged_args(&request),
+            logged_args(&request, &[]),
             serde_json::json!({"value": 42, "request": "GET /get/42"})
         );
+        assert_eq!(
+            logged_args(&request, &["other".into(), "values".into()]),
+            serde_json::json!({"value": 42, "request": "GET /get/42"})
+        );
+        // A sensitive path value would show in the path: the path is not shown.
+        for sensitive in ["value", "value.x", "value[0]"] {
+            let logged = logged_args(&request, &[sensitive.into()]);
+            assert_eq!(
+                logged,
+                serde_json::json!({"value": 42, "request": "GET ********"})
+            );
+        }
     }
 
     #[tokio::test]

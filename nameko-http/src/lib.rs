@@ -119,6 +119,9 @@
 
 mod entrypoint;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod method;
 mod path_values;
 mod request;

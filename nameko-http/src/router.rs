@@ -384,6 +384,21 @@ mod tests {
     }
 
     #[test]
+    fn literals_beyond_ascii_are_routed() {
+        // Found by fuzzing: indexed as written, such a literal made routefinder panic on a
+        // request for the rule (a byte offset read as a character offset).
+        let router = router(&[
+            ("GET", "/caf\u{e9}/<a>/b", "menu"),
+            ("GET", "/\u{1f600}/<int:n>", "smile"),
+        ]);
+        assert_eq!(found(&router, Method::GET, "/caf\u{e9}/x/b"), Some("menu"));
+        assert_eq!(found(&router, Method::GET, "/caf%C3%A9/x/b"), Some("menu"));
+        assert_eq!(found(&router, Method::GET, "/\u{1f600}/7"), Some("smile"));
+        assert_eq!(found(&router, Method::GET, "/cafe/x/b"), None);
+        assert_eq!(found(&router, Method::GET, "/caf\u{e9}/x/c"), None);
+    }
+
+    #[test]
     fn literals_with_special_characters_are_routed() {
         let r = router(&[
             ("GET", "/v1.0/:x/*/<int:id>", "odd"),

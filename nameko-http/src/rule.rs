@@ -7,9 +7,10 @@
 //! Each rule also renders a [routefinder] spec (`/get/:value`, a `path` variable as the
 //! terminal `*`) that the router uses as an index to find candidate rules. The index is never
 //! the last word: routefinder lets a literal match a prefix of a segment (`/get/:value` matches
-//! `/get42`), reads `:` and `*` inside literals as patterns, and lets `*` match nothing. So a
-//! literal containing `:`, `*`, `.` or `%` is indexed as a plain parameter, and every candidate
-//! is confirmed by [`Rule::match_segments`], which compares whole decoded segments and runs the
+//! `/get42`), reads `:` and `*` inside literals as patterns, lets `*` match nothing, and
+//! mistakes byte offsets for character offsets after a literal that is not ASCII. So a literal
+//! that is not ASCII or contains `:`, `*`, `.` or `%` is indexed as a plain parameter, and every
+//! candidate is confirmed by [`Rule::match_segments`], which compares whole decoded segments and runs the
 //! converters. A value that does not convert means the rule does not match.
 //!
 //! Request paths are read this way, and documented here because werkzeug differs in places:
@@ -376,13 +377,17 @@ fn is_identifier(name: &str) -> bool {
 
 /// The routefinder spec for validated parts. A literal routefinder would misread (`:` and `*`
 /// start patterns, `.` splits segments, `%` differs after decoding) becomes a parameter, which
-/// only widens the candidate set; [`Rule::match_segments`] has the last word.
+/// only widens the candidate set; [`Rule::match_segments`] has the last word. So does a
+/// literal that is not ASCII: routefinder 0.6 mixes byte and character offsets while parsing a
+/// spec, loses the `/` after such a literal, and then panics matching a request.
 fn index_spec(parts: &[Part]) -> String {
     let mut spec = String::new();
     for (i, part) in parts.iter().enumerate() {
         spec.push('/');
         match part {
-            Part::Literal(l) if !l.contains([':', '*', '.', '%']) => spec.push_str(l),
+            Part::Literal(l) if l.is_ascii() && !l.contains([':', '*', '.', '%']) => {
+                spec.push_str(l)
+            }
             Part::Literal(_) => {
                 spec.push_str(":_");
                 spec.push_str(&i.to_string());

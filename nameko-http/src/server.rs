@@ -608,7 +608,10 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(shared.config.header_read_timeout)
-        .keep_alive(true);
+        .keep_alive(true)
+        // A client may close its write side once its request is sent (`nc -N`, scripts); it
+        // still waits for the answer, which hyper would otherwise drop on the end of input.
+        .half_close(true);
 
     loop {
         while connections.try_join_next().is_some() {}

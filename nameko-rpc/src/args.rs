@@ -124,17 +124,32 @@ pub(crate) struct Bound<T> {
 
 /// Binds a call of `method` with these arguments to `T`; the error is the text of an
 /// `IncorrectSignature`.
+#[cfg(test)]
 pub(crate) fn bind<T: DeserializeOwned>(
     method: &str,
     args: Vec<Value>,
     kwargs: Map<String, Value>,
 ) -> Result<Bound<T>, String> {
+    bind_redacting(method, args, kwargs, &[])
+}
+
+/// [`bind`] for an entrypoint with these `sensitive_arguments`: an error about a value that one
+/// of them names does not quote the value, since the error is logged and sensitive values must
+/// never reach a log.
+pub(crate) fn bind_redacting<T: DeserializeOwned>(
+    method: &str,
+    args: Vec<Value>,
+    kwargs: Map<String, Value>,
+    sensitive: &[String],
+) -> Result<Bound<T>, String> {
     let mut logged = None;
+    let sensitive = Sensitive(sensitive);
     let outcome = T::deserialize(Binder {
         method,
         args: args.clone(),
         kwargs: kwargs.clone(),
         placeholders: &[],
+        sensitive,
         logged: &mut logged,
     });
     match outcome {
@@ -154,10 +169,68 @@ pub(crate) fn bind<T: DeserializeOwned>(
             Err(too_many_message(method, required.min(max), max, given))
         }
         Err(BindError::Signature(message)) => Err(message),
+        Err(BindError::Custom(_)) if sensitive.any() => Err(format!(
+            "{method}() arguments do not fit its signature ({NOT_SHOWN})"
+        )),
         Err(BindError::Custom(message)) => Err(format!(
             "{method}() arguments do not fit its signature: {message}"
         )),
     }
+}
+
+/// What an error says instead of serde's description, which may quote the value.
+const NOT_SHOWN: &str = "details not shown for a sensitive argument";
+
+/// An entrypoint's `sensitive_arguments`, asked about the argument an error is about.
+///
+/// Paths name arguments the way the worker logs them: a struct parameter's fields by name, any
+/// other parameter as `args[n]` and `kwargs.<name>`. An argument is sensitive when a path starts
+/// with it: `card` covers an error about `card`, and so does `card.number`, since a type error
+/// anywhere inside it may quote the sensitive part.
+#[derive(Clone, Copy)]
+struct Sensitive<'a>(&'a [String]);
+
+impl Sensitive<'_> {
+    fn any(self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// Whether the argument named `name` (a struct field or a keyword) is, or holds, one.
+    fn named(self, name: &str) -> bool {
+        self.0.iter().any(|path| {
+            let mut keys = keys(path);
+            match keys.next() {
+                Some("kwargs") => keys.next().is_none_or(|key| key == name),
+                first => first == Some(name),
+            }
+        })
+    }
+
+    /// Whether positional arguments are, or hold, one.
+    fn positional(self) -> bool {
+        self.0.iter().any(|path| keys(path).next() == Some("args"))
+    }
+
+    /// The error about the argument `label`, without serde's text when `hidden`.
+    fn argument_error(
+        method: &str,
+        label: &str,
+        error: &dyn std::fmt::Display,
+        hidden: bool,
+    ) -> BindError {
+        BindError::Signature(if hidden {
+            format!("{method}() argument{label}: the value does not fit ({NOT_SHOWN})")
+        } else {
+            format!("{method}() argument{label}: {error}")
+        })
+    }
+}
+
+/// The words of a redaction path, as Nameko reads paths (runs of word characters are keys):
+/// `card` and `number` of `card.number[0]`.
+fn keys(path: &str) -> impl Iterator<Item = &str> {
+    path.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|key| !key.is_empty())
 }
 
 fn generic_log(args: Vec<Value>, kwargs: Map<String, Value>) -> Value {
@@ -200,6 +273,7 @@ fn probe<T: DeserializeOwned>(
         args: args.to_vec(),
         kwargs: kwargs.clone(),
         placeholders,
+        sensitive: Sensitive(&[]),
         logged: &mut logged,
     });
     match outcome {
@@ -276,6 +350,8 @@ struct Binder<'a> {
     kwargs: Map<String, Value>,
     /// Struct fields to fill with a placeholder while probing for further missing fields.
     placeholders: &'a [&'static str],
+    /// Arguments whose values an error must not quote.
+    sensitive: Sensitive<'a>,
     /// Where the arguments are recorded for logs, by name when the target is a struct.
     logged: &'a mut Option<Value>,
 }
@@ -322,12 +398,16 @@ impl Binder<'_> {
         F: FnOnce(Value, V) -> Result<V::Value, serde_json::Error>,
     {
         let method = self.method;
+        let sensitive = self.sensitive;
         let (name, value) = self.single()?;
-        deserialize(value, visitor).map_err(|err| {
-            BindError::Signature(match name {
-                Some(name) => format!("{method}() argument '{name}': {err}"),
-                None => format!("{method}() argument: {err}"),
-            })
+        deserialize(value, visitor).map_err(|err| match name {
+            Some(name) => Sensitive::argument_error(
+                method,
+                &format!(" '{name}'"),
+                &err,
+                sensitive.named(&name),
+            ),
+            None => Sensitive::argument_error(method, "", &err, sensitive.positional()),
         })
     }
 
@@ -459,6 +539,7 @@ impl<'de> de::Deserializer<'de> for Binder<'_> {
         *self.logged = Some(generic_log(self.args.clone(), Map::new()));
         visitor.visit_seq(PositionalSeq {
             method: self.method,
+            sensitive: self.sensitive,
             values: self.args.into_iter().enumerate(),
         })
     }
@@ -485,7 +566,7 @@ impl<'de> de::Deserializer<'de> for Binder<'_> {
                 ("args", Slot::Value(Value::Array(self.args))),
                 ("kwargs", Slot::Value(Value::Object(self.kwargs))),
             ];
-            return visitor.visit_map(FieldMap::new(method, entries));
+            return visitor.visit_map(FieldMap::new(method, self.sensitive, entries));
         }
         if self.args.len() > fields.len() {
             return Err(BindError::TooMany {
@@ -525,7 +606,7 @@ impl<'de> de::Deserializer<'de> for Binder<'_> {
                 entries.push((field, Slot::Placeholder));
             }
         }
-        visitor.visit_map(FieldMap::new(method, entries))
+        visitor.visit_map(FieldMap::new(method, self.sensitive, entries))
     }
 }
 
@@ -538,14 +619,16 @@ enum Slot {
 /// The fields of a struct parameter, in the order the caller gave them.
 struct FieldMap<'a> {
     method: &'a str,
+    sensitive: Sensitive<'a>,
     entries: std::vec::IntoIter<(&'static str, Slot)>,
     current: Option<(&'static str, Slot)>,
 }
 
 impl<'a> FieldMap<'a> {
-    fn new(method: &'a str, entries: Vec<(&'static str, Slot)>) -> Self {
+    fn new(method: &'a str, sensitive: Sensitive<'a>, entries: Vec<(&'static str, Slot)>) -> Self {
         Self {
             method,
+            sensitive,
             entries: entries.into_iter(),
             current: None,
         }
@@ -570,7 +653,8 @@ impl<'de> MapAccess<'de> for FieldMap<'_> {
     fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, BindError> {
         match self.current.take() {
             Some((name, Slot::Value(value))) => seed.deserialize(value).map_err(|err| {
-                BindError::Signature(format!("{}() argument '{name}': {err}", self.method))
+                let hidden = self.sensitive.named(name);
+                Sensitive::argument_error(self.method, &format!(" '{name}'"), &err, hidden)
             }),
             Some((_, Slot::Placeholder)) => seed.deserialize(Placeholder),
             None => Err(BindError::Custom(
@@ -587,6 +671,7 @@ impl<'de> MapAccess<'de> for FieldMap<'_> {
 /// The positional values of a tuple parameter.
 struct PositionalSeq<'a> {
     method: &'a str,
+    sensitive: Sensitive<'a>,
     values: std::iter::Enumerate<std::vec::IntoIter<Value>>,
 }
 
@@ -601,7 +686,8 @@ impl<'de> SeqAccess<'de> for PositionalSeq<'_> {
             return Ok(None);
         };
         seed.deserialize(value).map(Some).map_err(|err| {
-            BindError::Signature(format!("{}() argument {}: {err}", self.method, index + 1))
+            let label = format!(" {}", index + 1);
+            Sensitive::argument_error(self.method, &label, &err, self.sensitive.positional())
         })
     }
 
@@ -850,6 +936,70 @@ mod tests {
         second: Inner,
         #[serde(default)]
         flag: bool,
+    }
+
+    #[test]
+    fn errors_about_sensitive_arguments_do_not_quote_the_value() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code, reason = "only binding is under test")]
+        struct Login {
+            user: String,
+            password: i64,
+            card: Option<Vec<u32>>,
+        }
+        let bind = |args: Value, kwargs: Value, sensitive: &[&str]| {
+            let sensitive: Vec<String> = sensitive.iter().map(|s| (*s).to_owned()).collect();
+            bind_redacting::<Login>(
+                "login",
+                args.as_array().cloned().unwrap_or_default(),
+                kwargs.as_object().cloned().unwrap_or_default(),
+                &sensitive,
+            )
+            .unwrap_err()
+        };
+        let plain = bind(json!(["matt", "hunter2"]), json!({}), &[]);
+        assert!(plain.contains("hunter2"), "{plain}");
+        for sensitive in [&["password"][..], &["kwargs.password"], &["kwargs"]] {
+            let message = bind(json!(["matt"]), json!({"password": "hunter2"}), sensitive);
+            assert_eq!(
+                message,
+                "login() argument 'password': the value does not fit (details not shown for a sensitive argument)"
+            );
+        }
+        let nested = bind(
+            json!(["matt", 1, [1, "4111-1111"]]),
+            json!({}),
+            &["card[1]"],
+        );
+        assert!(!nested.contains("4111"), "{nested}");
+        assert!(nested.starts_with("login() argument 'card'"), "{nested}");
+        // Other arguments keep serde's description, value included.
+        let other = bind(json!([5, 1]), json!({}), &["password"]);
+        assert_eq!(
+            other,
+            "login() argument 'user': invalid type: integer `5`, expected a string"
+        );
+
+        let single =
+            bind_redacting::<u32>("pin", vec![json!("1234x")], Map::new(), &["args[0]".into()]);
+        assert!(!single.unwrap_err().contains("1234x"));
+        let tuple = bind_redacting::<(String, u32)>(
+            "pin",
+            vec![json!("a"), json!("1234x")],
+            Map::new(),
+            &["args".into()],
+        );
+        assert_eq!(
+            tuple.unwrap_err(),
+            "pin() argument 2: the value does not fit (details not shown for a sensitive argument)"
+        );
+        let keyword = bind_redacting::<u32>(
+            "pin",
+            Vec::new(),
+            json!({"code": "1234x"}).as_object().cloned().unwrap(),
+            &["kwargs.code".into()],
+        );
+        assert!(!keyword.unwrap_err().contains("1234x"));
     }
 
     #[test]

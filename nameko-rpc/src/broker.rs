@@ -2,9 +2,9 @@
 //!
 //! Every RPC piece (the request consumer, the reply listener, the standalone clients) needs the
 //! same two things: the broker settings Nameko reads from config (`AMQP_URI`, `HEARTBEAT`,
-//! `LOGIN_METHOD`) and the process's shared connections, one for consuming and one for
-//! publishing, so that many services in one process cost two lapin threads rather than two per
-//! extension.
+//! `LOGIN_METHOD`, `AMQP_SSL`) and the process's shared connections, one for consuming and one
+//! for publishing, so that many services in one process cost two lapin threads rather than two
+//! per extension.
 
 use nameko_amqp::{Connection, ConnectionConfig, ConnectionRole};
 use nameko_core::Config;
@@ -21,6 +21,9 @@ pub(crate) fn connection_config(config: &Config) -> Result<ConnectionConfig, Rpc
         ConnectionConfig::parse(&config.amqp_uri()?)?.with_heartbeat(config.heartbeat()?);
     if let Some(method) = config.login_method()? {
         settings = settings.with_login_method(&method)?;
+    }
+    if let Some(ssl) = config.amqp_ssl()? {
+        settings = settings.with_amqp_ssl(&ssl)?;
     }
     Ok(settings)
 }

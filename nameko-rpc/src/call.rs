@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use crate::args::{Args, IntoRpcArgs};
 use crate::error::RpcError;
 use crate::names::routing_key;
-use crate::reply_listener::{Reply, ReplyListener};
+use crate::reply_listener::{Reply, ReplyFailure, ReplyListener};
 use crate::responder::has_foreign_kombu_wrapper;
 
 /// How long a call waits for its reply unless told otherwise: 30 seconds, for standalone clients
@@ -223,7 +223,14 @@ impl<R: DeserializeOwned> RpcCall<R> {
             None => receiver.await,
         };
         let reply = received.map_err(|_| self.listener_stopped())?;
-        let body = reply.map_err(|message| self.malformed(message))?;
+        let body = reply.map_err(|failure| match failure {
+            ReplyFailure::Malformed(message) => self.malformed(message),
+            ReplyFailure::QueueLost(queue) => RpcError::ReplyQueueLost {
+                service: self.service.clone(),
+                method: self.method.clone(),
+                queue,
+            },
+        })?;
         self.read_reply(body)
     }
 

@@ -68,7 +68,7 @@ impl ClusterRpcClient {
         let listener = ReplyListener::new(STANDALONE_CALLER);
         listener.declare(&consuming, &exchange).await?;
         let consume = listener
-            .listen(&consuming, config.prefetch_count()?)
+            .listen(&consuming, &exchange, config.prefetch_count()?)
             .await?;
         let queue = listener.queue().to_owned();
         let listening = tokio::spawn(async move {

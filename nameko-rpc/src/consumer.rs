@@ -10,9 +10,18 @@
 //!
 //! The reply is published in the worker's result handling, before `worker_result` and teardown
 //! hooks run, and the request is acknowledged only after the broker confirmed the reply
-//! (at-least-once). If the reply cannot be published the request is requeued and the container
-//! is killed, as Nameko kills a container whose result handling fails: a service that cannot
-//! answer should not keep taking requests.
+//! (at-least-once). If the reply cannot be published because the connection was lost (its
+//! publisher reconnects on the next publish), the request is requeued and the service keeps
+//! serving: the request is handled again, here or by another instance, and a caller that got
+//! a reply already drops the second one. If the broker refused the reply, the request is
+//! requeued and the container is killed, as Nameko kills a container whose result handling
+//! fails: a service that cannot answer should not keep taking requests.
+//!
+//! The consumer survives its connection ([`RecoveringConsumer`]): after a broker restart, a
+//! network cut or missed heartbeats it reconnects with backoff and declares the exchange, the
+//! queue and its binding again, while the container stays running; requests it held come back
+//! from the broker. Only a refused declaration (406, someone declared `rpc-<service>` with other
+//! flags meanwhile) ends it, and kills the container loudly.
 //!
 //! Bad input never takes the service down. Each case has one outcome:
 //!
@@ -37,7 +46,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use nameko_amqp::{Connection, Consumer, ConsumerHandle, Delivery, Publisher, QueueSpec, Topology};
+use nameko_amqp::{
+    Connection, Declarations, Delivery, ExchangeSpec, Publisher, QueueSpec, RecoveringConsumer,
+    RecoveringHandle, Topology,
+};
 use nameko_core::{
     BoxError, Container, ContainerError, Extension, RemoteError, SharedExtension, WorkerResult,
 };
@@ -75,7 +87,7 @@ struct Inner {
     /// Set in `setup`.
     broker: OnceLock<Broker>,
     /// The running consumer, to cancel and close it.
-    handle: Mutex<Option<ConsumerHandle>>,
+    handle: Mutex<Option<RecoveringHandle>>,
     /// Cancelled when consumption stops: requests received after that are requeued.
     closing: CancellationToken,
     /// Tasks that answer without a worker or settle a request after its worker: stop waits for
@@ -87,6 +99,8 @@ struct Inner {
 struct Broker {
     container: Container,
     queue: String,
+    /// What the consumer declares at start and after every recovery.
+    declarations: Declarations,
     consuming: Connection,
     responder: Responder,
 }
@@ -142,22 +156,18 @@ impl Extension for RpcConsumer {
         let exchange = config.rpc_exchange()?;
         let (consuming, publishing) = connections(&settings).await?;
         let queue = request_queue(container.service_name());
+        let declarations = Declarations::queue(QueueSpec::durable(&queue))
+            .exchange(ExchangeSpec::topic(&exchange))
+            .bind(&exchange, request_binding(container.service_name()));
 
         let topology = Topology::new(&consuming).await?;
-        topology.declare_rpc_exchange(&exchange).await?;
-        topology.declare_queue(&QueueSpec::durable(&queue)).await?;
-        topology
-            .bind_queue(
-                &queue,
-                &exchange,
-                &request_binding(container.service_name()),
-            )
-            .await?;
+        declarations.declare(&topology).await?;
         let publisher = Publisher::new(&publishing).await?;
         let responder = Responder::new(publisher, exchange);
         let _ = self.inner.broker.set(Broker {
             container: container.clone(),
             queue,
+            declarations,
             consuming,
             responder,
         });
@@ -167,12 +177,9 @@ impl Extension for RpcConsumer {
     async fn start(&self, container: &Container) -> Result<(), BoxError> {
         let broker = self.inner.broker()?;
         let prefetch = container.config().prefetch_count()?;
-        let consumer = Consumer::start(
-            &broker.consuming,
-            &QueueSpec::durable(&broker.queue),
-            prefetch,
-        )
-        .await?;
+        let consumer =
+            RecoveringConsumer::start(&broker.consuming, broker.declarations.clone(), prefetch)
+                .await?;
         *lock(&self.inner.handle) = Some(consumer.handle());
         tracing::debug!(queue = %broker.queue, prefetch, "consuming rpc requests");
         let inner = self.inner.clone();
@@ -226,20 +233,16 @@ impl Inner {
         }
     }
 
-    /// The consumer loop: runs as a managed task, so its failure kills the container.
-    async fn consume(self: Arc<Self>, mut consumer: Consumer) -> Result<(), BoxError> {
-        let queue = consumer.queue().to_owned();
+    /// The consumer loop: runs as a managed task, so its failure kills the container. It
+    /// fails only when its consumer cannot recover (see [`RecoveringConsumer`]); it ends when
+    /// consumption was cancelled.
+    async fn consume(self: Arc<Self>, mut consumer: RecoveringConsumer) -> Result<(), BoxError> {
         loop {
             match consumer.next().await {
                 Some(Ok(delivery)) => self.handle(delivery),
                 Some(Err(_)) | None if self.closing.is_cancelled() => return Ok(()),
                 Some(Err(error)) => return Err(error.into()),
-                None => {
-                    return Err(format!(
-                        "the broker cancelled consumption of `{queue}` (was the queue deleted?)"
-                    )
-                    .into());
-                }
+                None => return Ok(()),
             }
         }
     }
@@ -359,6 +362,17 @@ impl Inner {
                     );
                 }
             }
+            Err(error) if error.is_connection_failure() => {
+                tracing::warn!(
+                    %error,
+                    correlation_id = delivery.correlation_id(),
+                    "the connection was lost before the rpc reply was confirmed; requeueing the request to be handled again"
+                );
+                if let Err(error) = delivery.reject(true).await {
+                    // Its channel is gone too: the broker has requeued it already.
+                    tracing::debug!(%error, "requeueing an rpc request failed");
+                }
+            }
             Err(error) => {
                 tracing::error!(
                     %error,
@@ -394,7 +408,9 @@ impl Inner {
 }
 
 /// The `args` list and `kwargs` object of a request body, or the `MalformedRequest` it is.
-fn request_arguments(body: Value) -> Result<(Vec<Value>, Map<String, Value>), RemoteError> {
+pub(crate) fn request_arguments(
+    body: Value,
+) -> Result<(Vec<Value>, Map<String, Value>), RemoteError> {
     let Value::Object(mut body) = body else {
         return Err(RemoteError::malformed_request(format!(
             "expected the request body to be an object with `args` and `kwargs`, found {}",

@@ -23,7 +23,7 @@ use nameko_core::{
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::args::bind;
+use crate::args::bind_redacting;
 use crate::consumer::RpcConsumer;
 
 /// A boxed, sendable future, as the type-erased method table stores them.
@@ -158,10 +158,11 @@ where
     fn method(&self) -> RpcMethod {
         let handler = self.handler.clone();
         let method_name = self.info.method_name().to_owned();
+        let sensitive = self.info.sensitive_arguments().to_vec();
         RpcMethod {
             info: self.info.clone(),
             bind: Box::new(move |args, kwargs| {
-                let bound = bind::<A>(&method_name, args, kwargs)?;
+                let bound = bind_redacting::<A>(&method_name, args, kwargs, &sensitive)?;
                 let handler = handler.clone();
                 let value = bound.value;
                 Ok(BoundCall {

@@ -92,13 +92,30 @@ pub enum RpcError {
         /// What is wrong with it.
         message: String,
     },
-    /// The reply listener stopped (its connection or channel closed) before the reply arrived.
+    /// The reply listener stopped before the reply arrived: its client or service stopped, or
+    /// its consumer ended for good (the broker refused to declare its queue again). A lost
+    /// connection does not stop it: it recovers, and calls keep waiting.
     #[error("the reply listener stopped before a reply from `{service}.{method}` arrived")]
     ReplyListenerStopped {
         /// The service called.
         service: String,
         /// The method called.
         method: String,
+    },
+    /// The reply queue vanished while the call waited (it expired while the caller could not
+    /// reach the broker, or it was deleted), so the reply is lost; found when the reply
+    /// listener recovered (Nameko 3's `ReplyQueueExpiredWithPendingReplies`). The request may
+    /// have been handled.
+    #[error(
+        "the reply from `{service}.{method}` is lost: expected reply queue `{queue}` to exist until the reply arrived, found it gone"
+    )]
+    ReplyQueueLost {
+        /// The service called.
+        service: String,
+        /// The method called.
+        method: String,
+        /// The reply queue that vanished.
+        queue: String,
     },
     /// The client was stopped and can no longer be used.
     #[error("the rpc client was stopped and can no longer be used")]

@@ -69,6 +69,9 @@ mod client;
 mod consumer;
 mod entrypoint;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod names;
 mod proxy;
 mod reply_listener;

@@ -12,13 +12,28 @@
 //! receiving replies for as long as a worker may wait for one. A standalone client owns a
 //! listener of its own.
 //!
-//! When the listener stops, or its consumer ends because the connection failed, every waiting
-//! call is told at once instead of waiting for its timeout.
+//! The listener outlives its connection: its consumer recovers by itself (reconnecting,
+//! declaring the queue and its binding again), and calls keep waiting meanwhile, because the
+//! queue is durable and keeps their replies. Unless the queue itself is gone: it expired while
+//! the listener could not reach the broker for five minutes, or someone deleted it (the broker
+//! then cancels the consumer). Its replies are lost then, so the listener checks for the queue
+//! on every recovery and, once the queue is declared and bound again, fails the calls waiting
+//! at that moment with [`RpcError::ReplyQueueLost`](crate::RpcError::ReplyQueueLost) at once,
+//! as Nameko 3 does (`ReplyQueueExpiredWithPendingReplies`); Nameko 2 leaves them hanging.
+//! Calls made after that are not affected. (A call sent in the instant between the queue's
+//! return and that moment is failed too, though its reply may come: an error it did not need,
+//! rather than a wait that never ends.)
+//!
+//! When the listener stops, or its consumer ends for good (the broker refused to declare the
+//! queue again), every waiting call is told at once instead of waiting for its timeout.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use nameko_amqp::{Connection, Consumer, ConsumerHandle, Delivery, QueueSpec, Topology};
+use nameko_amqp::{
+    Connection, Declarations, Delivery, ExchangeSpec, QueueSpec, RecoveringConsumer,
+    RecoveringHandle, Recovery, Topology,
+};
 use nameko_core::{BoxError, Container, Extension, SharedExtension};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -28,8 +43,17 @@ use crate::broker::{connection_config, connections};
 use crate::error::RpcError;
 use crate::names::{REPLY_QUEUE_EXPIRES, reply_queue};
 
-/// A reply as the listener hands it over: the decoded body, or why it could not be decoded.
-pub(crate) type Reply = Result<Value, String>;
+/// A reply as the listener hands it over: the decoded body, or why there is none.
+pub(crate) type Reply = Result<Value, ReplyFailure>;
+
+/// Why a call got no reply body from the listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReplyFailure {
+    /// A reply arrived but cannot be decoded; why.
+    Malformed(String),
+    /// The reply queue vanished while the call waited, so its reply is lost; the queue's name.
+    QueueLost(String),
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Each critical section is a single map or option operation, never held across an await; a
@@ -51,7 +75,7 @@ struct Inner {
     /// Correlation id to the waiting call. `None` once the listener has stopped: nothing can
     /// wait any more.
     pending: Mutex<Option<HashMap<String, oneshot::Sender<Reply>>>>,
-    handle: Mutex<Option<ConsumerHandle>>,
+    handle: Mutex<Option<RecoveringHandle>>,
     /// Cancelled when the listener is being stopped, so the end of its consumer is expected.
     closing: CancellationToken,
     /// The consuming connection, when the listener runs inside a container.
@@ -90,8 +114,12 @@ impl ReplyListener {
         &self.inner.queue
     }
 
-    fn spec(&self) -> QueueSpec {
-        QueueSpec::durable(&self.inner.queue).with_expires(REPLY_QUEUE_EXPIRES)
+    /// The RPC exchange, the reply queue (durable, `x-expires` five minutes) and its binding
+    /// by the uuid: declared at start and again after every recovery.
+    fn declarations(&self, exchange: &str) -> Declarations {
+        Declarations::queue(QueueSpec::durable(&self.inner.queue).with_expires(REPLY_QUEUE_EXPIRES))
+            .exchange(ExchangeSpec::topic(exchange))
+            .bind(exchange, &self.inner.reply_to)
     }
 
     /// Declares the reply queue and binds it, so replies are kept from now on even before
@@ -102,11 +130,7 @@ impl ReplyListener {
         exchange: &str,
     ) -> Result<(), RpcError> {
         let topology = Topology::new(consuming).await?;
-        topology.declare_rpc_exchange(exchange).await?;
-        topology.declare_queue(&self.spec()).await?;
-        topology
-            .bind_queue(&self.inner.queue, exchange, &self.inner.reply_to)
-            .await?;
+        self.declarations(exchange).declare(&topology).await?;
         Ok(())
     }
 
@@ -114,9 +138,17 @@ impl ReplyListener {
     pub(crate) async fn listen(
         &self,
         consuming: &Connection,
+        exchange: &str,
         prefetch: u16,
     ) -> Result<impl Future<Output = Result<(), BoxError>> + Send + 'static, RpcError> {
-        let consumer = Consumer::start(consuming, &self.spec(), prefetch).await?;
+        let inner = self.inner.clone();
+        let consumer = RecoveringConsumer::start(consuming, self.declarations(exchange), prefetch)
+            .await?
+            .on_recover(move |recovery: &Recovery| {
+                if !recovery.queue_existed {
+                    inner.reply_queue_lost();
+                }
+            });
         *lock(&self.inner.handle) = Some(consumer.handle());
         Ok(self.inner.clone().consume(consumer))
     }
@@ -164,19 +196,35 @@ impl Inner {
         }
     }
 
-    async fn consume(self: Arc<Self>, mut consumer: Consumer) -> Result<(), BoxError> {
+    /// Fails every call waiting now: the queue their replies were routed to is gone. The
+    /// listener keeps serving; calls made from now on wait on the queue declared again.
+    fn reply_queue_lost(&self) {
+        let lost: Vec<_> = match lock(&self.pending).as_mut() {
+            Some(pending) => pending.drain().collect(),
+            None => return,
+        };
+        if lost.is_empty() {
+            return;
+        }
+        tracing::error!(
+            queue = %self.queue,
+            calls = lost.len(),
+            "the reply queue vanished with calls waiting; their replies are lost"
+        );
+        for (_, waiting) in lost {
+            let _ = waiting.send(Err(ReplyFailure::QueueLost(self.queue.clone())));
+        }
+    }
+
+    /// Hands replies to their calls until the consumer ends: when the listener is closed, or
+    /// for good because the broker refused to declare the queue again during a recovery.
+    async fn consume(self: Arc<Self>, mut consumer: RecoveringConsumer) -> Result<(), BoxError> {
         let outcome = loop {
             match consumer.next().await {
                 Some(Ok(delivery)) => self.deliver(delivery).await,
                 Some(Err(_)) | None if self.closing.is_cancelled() => break Ok(()),
                 Some(Err(error)) => break Err(error.into()),
-                None => {
-                    break Err(format!(
-                        "the broker cancelled consumption of reply queue `{}`",
-                        self.queue
-                    )
-                    .into());
-                }
+                None => break Ok(()),
             }
         };
         self.release_waiters();
@@ -189,7 +237,8 @@ impl Inner {
             .and_then(|id| lock(&self.pending).as_mut()?.remove(id));
         match waiting {
             Some(sender) => {
-                let reply = nameko_amqp::json::decode(delivery.body()).map_err(|e| e.to_string());
+                let reply = nameko_amqp::json::decode(delivery.body())
+                    .map_err(|e| ReplyFailure::Malformed(e.to_string()));
                 // The caller may have stopped waiting a moment ago; then the reply is dropped.
                 let _ = sender.send(reply);
             }
@@ -220,8 +269,10 @@ impl Extension for ReplyListener {
             .consuming
             .get()
             .ok_or("the reply listener was started before it was set up")?;
-        let prefetch = container.config().prefetch_count()?;
-        let consume = self.listen(consuming, prefetch).await?;
+        let config = container.config();
+        let consume = self
+            .listen(consuming, &config.rpc_exchange()?, config.prefetch_count()?)
+            .await?;
         container.spawn_managed(format!("reply listener of `{}`", self.inner.queue), consume);
         Ok(())
     }
@@ -236,3 +287,32 @@ impl Extension for ReplyListener {
 }
 
 impl SharedExtension for ReplyListener {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_lost_reply_queue_fails_the_calls_waiting_at_that_moment() {
+        let listener = ReplyListener::new("caller");
+        let first = listener.register("c-1").unwrap();
+        let second = listener.register("c-2").unwrap();
+        listener.inner.reply_queue_lost();
+        for waiting in [first, second] {
+            assert_eq!(
+                waiting.await.unwrap(),
+                Err(ReplyFailure::QueueLost(listener.queue().to_owned()))
+            );
+        }
+
+        // The listener serves on: a call made afterwards waits for its own reply.
+        let mut later = listener.register("c-3").unwrap();
+        assert!(later.try_recv().is_err(), "still waiting");
+        listener.close().await;
+        assert!(later.await.is_err(), "closing releases the waiting calls");
+        assert!(
+            listener.register("c-4").is_none(),
+            "a closed listener takes no calls"
+        );
+    }
+}

@@ -31,7 +31,7 @@ const HTTP_STACK: &[&str] = &["hyper", "hyper-util", "http-body-util", "routefin
 const EXTENSIONS: &[&str] = &["nameko-rpc", "nameko-events", "nameko-http", "nameko-timer"];
 
 /// The crates at the top of the stack, allowed to depend on several extensions.
-const MAY_COMBINE_EXTENSIONS: &[&str] = &["nameko-cli", "xtask", "nameko-tests"];
+const MAY_COMBINE_EXTENSIONS: &[&str] = &["nameko-cli", "xtask", "nameko-tests", "nameko-bench"];
 
 /// What one workspace crate may depend on.
 struct Rule {
@@ -493,7 +493,7 @@ mod checkers {
             problems,
             [
                 "nameko-examples depends on several extension crates (nameko-rpc, nameko-timer); \
-              only nameko-cli, xtask, nameko-tests may"
+              only nameko-cli, xtask, nameko-tests, nameko-bench may"
             ]
         );
     }

@@ -13,9 +13,14 @@
     reason = "a test binary: failures are loud on purpose and nothing is public API"
 )]
 
+mod proxy;
 mod support;
 
+mod cli;
 mod events;
+mod faults;
 mod interop_events;
 mod interop_rpc;
+mod logs;
 mod rpc;
+mod tls;

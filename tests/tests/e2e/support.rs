@@ -32,7 +32,9 @@ pub async fn broker_uri() -> Option<String> {
                 _ => "connect timed out".to_owned(),
             };
             if std::env::var_os("CI").is_some() {
-                panic!("no AMQP broker at AMQP_URI ({why}); under CI a missing broker is a failure");
+                panic!(
+                    "no AMQP broker at AMQP_URI ({why}); under CI a missing broker is a failure"
+                );
             }
             eprintln!(
                 "skipping: no AMQP broker answers ({why}); run `cargo xtask test-integration`, which finds or starts one"
@@ -54,7 +56,10 @@ pub fn config(uri: &str, defines: &[&str]) -> Config {
 
 /// A name no other test uses: `<prefix>_<8 hex chars>`.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    format!(
+        "{prefix}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 /// The Python interpreter with nameko 2.14.1, or `None` (after saying why) outside CI.
@@ -63,7 +68,9 @@ pub fn python() -> Option<PathBuf> {
         Some(p) => Some(PathBuf::from(p)),
         None => {
             if std::env::var_os("CI").is_some() {
-                panic!("NAMEKO_PYTHON is not set; run the suite through `cargo xtask test-integration`");
+                panic!(
+                    "NAMEKO_PYTHON is not set; run the suite through `cargo xtask test-integration`"
+                );
             }
             eprintln!(
                 "skipping: NAMEKO_PYTHON is not set; `cargo xtask test-integration` creates the venv"

@@ -1,0 +1,248 @@
+//! Fuzz targets for the text this crate reads: configuration files with their `${VAR}`
+//! substitution, and the `sensitive_arguments` paths that redact what a worker logs.
+//!
+//! Each target panics only when an invariant breaks: a config file refused with an error is a
+//! defined outcome, never a failure. The targets are driven by libFuzzer from the workspace's
+//! `fuzz/` directory and, on stable Rust, by this module's tests, which replay
+//! `fuzz/corpus/<target>/` and run a short randomized search. The module only exists with the
+//! `fuzzing` feature or in tests, so it is no part of the crate's API.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::Config;
+use crate::redact::{REDACTED, redact};
+
+/// The environment of [`config_text`]: a few variables, one of which refers to itself.
+fn environment(name: &str) -> Option<String> {
+    let value = match name {
+        "HOST" => "rabbit",
+        "PORT" => "5672",
+        "LIST" => "[1, 2]",
+        "EMPTY" => "",
+        "NESTED" => "${HOST}",
+        "TAGGED" => "!env_var \"${TAGGED}\"",
+        "MAPPING" => "{a: ${HOST}}",
+        _ => return None,
+    };
+    Some(value.to_owned())
+}
+
+/// A config file: reading it gives a config or an error, never a panic, and every typed key of a
+/// config read can be asked for. Each line is also tried as a `--define` override.
+pub fn config_text(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(mut config) = Config::from_yaml_with(&text, Path::new("fuzz.yaml"), &environment) {
+        let _ = config.amqp_uri();
+        let _ = config.web_server_address();
+        let _ = config.max_workers();
+        let _ = config.parent_calls_tracked();
+        let _ = config.rpc_exchange();
+        let _ = config.heartbeat();
+        let _ = config.prefetch_count();
+        let _ = config.serializer();
+        let _ = config.amqp_ssl();
+        let _ = config.login_method();
+        let _ = config.auto_delete_event_exchanges();
+        let _ = config.declare_event_exchanges();
+        // What `show-config` prints reads back as the same values.
+        let printed = config.to_yaml();
+        if let Ok(again) = Config::from_yaml_with(&printed, Path::new("again.yaml"), &|_| None) {
+            for (key, value) in config.values() {
+                if !printed.contains("${") {
+                    assert_eq!(again.get(key), Some(value), "`{key}` in {printed}");
+                }
+            }
+        }
+        for line in text.lines() {
+            let _ = config.define(line);
+        }
+    }
+}
+
+/// `sensitive_arguments` paths applied to arguments from the wire.
+///
+/// The input's first line holds the paths (separated by spaces); the rest is the arguments as
+/// JSON. Redaction never panics, never touches the arguments it is given, replaces values with
+/// `********` and nothing else, and redacting twice changes nothing more.
+pub fn redaction(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (paths, args) = text.split_once('\n').unwrap_or((&text, ""));
+    let paths: Vec<String> = paths.split(' ').map(str::to_owned).collect();
+    let args: Value = serde_json::from_str(args).unwrap_or_else(|_| Value::String(args.into()));
+    let original = args.clone();
+
+    let redacted = redact(&args, &paths);
+    assert_eq!(
+        args, original,
+        "redaction changed the arguments it was given"
+    );
+    assert_only_redacted(&args, &redacted);
+    assert_eq!(
+        redact(&redacted, &paths),
+        redacted,
+        "redacting twice differs"
+    );
+}
+
+/// `after` is `before` with some values replaced by [`REDACTED`].
+fn assert_only_redacted(before: &Value, after: &Value) {
+    if after == before || *after == Value::String(REDACTED.to_owned()) {
+        return;
+    }
+    match (before, after) {
+        (Value::Array(old), Value::Array(new)) => {
+            assert_eq!(old.len(), new.len());
+            for (old, new) in old.iter().zip(new) {
+                assert_only_redacted(old, new);
+            }
+        }
+        (Value::Object(old), Value::Object(new)) => {
+            assert!(old.keys().eq(new.keys()), "keys changed");
+            for (old, new) in old.values().zip(new.values()) {
+                assert_only_redacted(old, new);
+            }
+        }
+        _ => panic!("{before} became {after}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use std::path::PathBuf;
+
+    use proptest::prelude::*;
+    use proptest::test_runner::Config as ProptestConfig;
+
+    use super::*;
+
+    /// Every input kept in `fuzz/corpus/<target>/`; there is always some.
+    fn corpus(target: &str) -> Vec<Vec<u8>> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target);
+        let inputs: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|error| panic!("cannot read {}: {error}", dir.display()))
+            .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
+            .collect();
+        assert!(!inputs.is_empty(), "{} is empty", dir.display());
+        inputs
+    }
+
+    fn config(cases: u32) -> ProptestConfig {
+        ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    fn soup(tokens: &'static [&'static str], pieces: usize) -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            4 => prop::sample::select(tokens).prop_map(|token| token.as_bytes().to_vec()),
+            1 => prop::collection::vec(any::<u8>(), 0..3),
+        ];
+        prop::collection::vec(piece, 0..pieces).prop_map(|pieces| pieces.concat())
+    }
+
+    const YAML_TOKENS: &[&str] = &[
+        "AMQP_URI: ",
+        "max_workers: ",
+        "HEARTBEAT: ",
+        "AMQP_SSL: ",
+        "WEB_SERVER_ADDRESS: ",
+        "LOGGING:\n",
+        "  ",
+        "- ",
+        ": ",
+        "${",
+        "}",
+        "${HOST}",
+        "${PORT:8000}",
+        "${NOPE:",
+        "${LIST}",
+        "${TAGGED}",
+        "${NESTED}",
+        "${MAPPING}",
+        "${EMPTY:x}",
+        ":",
+        "\"",
+        "'",
+        "!env_var ",
+        "!raw_env_var ",
+        "#",
+        "|",
+        ">",
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        "\n",
+        "10",
+        "-1",
+        "true",
+        "null",
+        "1.5",
+        "&a ",
+        "*a",
+        "? ",
+        "---\n",
+        "\u{e9}",
+    ];
+
+    const REDACT_TOKENS: &[&str] = &[
+        "password",
+        "card",
+        ".",
+        "[",
+        "]",
+        "0",
+        "1",
+        " ",
+        "\u{e9}",
+        "x",
+        "\n",
+        "{",
+        "}",
+        "\"password\": ",
+        "\"card\": ",
+        "[1, 2]",
+        "\"secret\"",
+        "{\"x\": [",
+        ",",
+        "]",
+        "}",
+    ];
+
+    #[test]
+    fn config_text_corpus() {
+        for input in corpus("config_text") {
+            config_text(&input);
+        }
+    }
+
+    #[test]
+    fn redaction_corpus() {
+        for input in corpus("redaction") {
+            redaction(&input);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config(2000))]
+
+        #[test]
+        fn config_text_random(data in soup(YAML_TOKENS, 40)) {
+            config_text(&data);
+        }
+
+        #[test]
+        fn redaction_random(data in soup(REDACT_TOKENS, 30)) {
+            redaction(&data);
+        }
+    }
+}
