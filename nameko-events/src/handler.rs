@@ -28,9 +28,9 @@
 //! container's workers have drained; a delivery whose worker never started (or was killed) is
 //! rejected with requeue for another instance.
 //!
-//! A [`Service`](nameko_core::Service) may be cloned into several containers, which then share
-//! this entrypoint value; everything that belongs to one container (its consumer, its queue's
-//! broadcast identifier) is therefore kept per start, never in the builder's fields.
+//! What belongs to one start of the container (its consumer, its queue's broadcast
+//! identifier) is kept in a run record made at start, never in the builder's fields, so the
+//! builder stays a plain declaration and a stop acts only on what its start made.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -344,7 +344,7 @@ where
     }
 
     async fn stop(&self) {
-        // Only the containers that are stopping: others may share this entrypoint value.
+        // Stop the runs whose container is stopping (a run of a live container is left alone).
         let stopping: Vec<Run> = {
             let mut runs = self.runs();
             let (stopping, running) = runs

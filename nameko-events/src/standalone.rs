@@ -39,7 +39,7 @@ pub struct StandaloneDispatcher {
 
 impl StandaloneDispatcher {
     /// A dispatcher for the broker and exchange settings of `config` (`AMQP_URI`,
-    /// `HEARTBEAT`, `LOGIN_METHOD`, `DECLARE_EVENT_EXCHANGES`, `AUTO_DELETE_EVENT_EXCHANGES`).
+    /// `HEARTBEAT`, `LOGIN_METHOD`, `AMQP_SSL`, `DECLARE_EVENT_EXCHANGES`, `AUTO_DELETE_EVENT_EXCHANGES`).
     pub fn new(config: &Config) -> Result<Self> {
         Ok(Self {
             sender: EventSender::new(config)?,

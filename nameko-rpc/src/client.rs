@@ -59,7 +59,7 @@ struct Shared {
 }
 
 impl ClusterRpcClient {
-    /// Connects with the broker settings of `config` (`AMQP_URI`, `HEARTBEAT`, `LOGIN_METHOD`,
+    /// Connects with the broker settings of `config` (`AMQP_URI`, `HEARTBEAT`, `LOGIN_METHOD`, `AMQP_SSL`,
     /// `rpc_exchange`, `PREFETCH_COUNT`), declares the client's reply queue and starts listening.
     pub async fn connect(config: &Config) -> Result<Self, RpcError> {
         let settings = connection_config(config)?;
