@@ -106,49 +106,14 @@ pub fn amqp_uri(data: &[u8]) {
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
 
-    use std::path::PathBuf;
-
     use lapin::types::{
         AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString, ShortString,
     };
     use proptest::prelude::*;
-    use proptest::test_runner::Config;
     use serde_json::Value;
 
     use super::*;
-
-    /// Every input kept for a target in `fuzz/corpus/<target>/`; there is always some.
-    fn corpus(target: &str) -> Vec<Vec<u8>> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz/corpus")
-            .join(target);
-        let inputs: Vec<Vec<u8>> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|error| panic!("cannot read {}: {error}", dir.display()))
-            .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
-            .collect();
-        assert!(!inputs.is_empty(), "{} is empty", dir.display());
-        inputs
-    }
-
-    /// Few enough cases to take a second or two; failures are kept in the corpus, not in
-    /// proptest's regression files.
-    fn config(cases: u32) -> Config {
-        Config {
-            cases,
-            failure_persistence: None,
-            ..Config::default()
-        }
-    }
-
-    /// Byte strings made of `tokens` and stray bytes: mostly well-formed enough to get past the
-    /// first check, as random bytes alone would not.
-    fn soup(tokens: &'static [&'static str]) -> impl Strategy<Value = Vec<u8>> {
-        let piece = prop_oneof![
-            3 => prop::sample::select(tokens).prop_map(|token| token.as_bytes().to_vec()),
-            1 => prop::collection::vec(any::<u8>(), 0..3),
-        ];
-        prop::collection::vec(piece, 0..40).prop_map(|pieces| pieces.concat())
-    }
+    use nameko_core::fuzzing::replay::{config, corpus, soup};
 
     const JSON_TOKENS: &[&str] = &[
         "{",
@@ -311,7 +276,7 @@ mod tests {
         #![proptest_config(config(2000))]
 
         #[test]
-        fn json_body_random_bytes(data in soup(JSON_TOKENS)) {
+        fn json_body_random_bytes(data in soup(JSON_TOKENS, 40)) {
             json_body(&data);
         }
 
@@ -332,7 +297,7 @@ mod tests {
         }
 
         #[test]
-        fn amqp_uri_random(data in soup(URI_TOKENS)) {
+        fn amqp_uri_random(data in soup(URI_TOKENS, 40)) {
             amqp_uri(&data);
         }
     }

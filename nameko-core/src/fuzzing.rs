@@ -108,45 +108,58 @@ fn assert_only_redacted(before: &Value, after: &Value) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, reason = "tests")]
-
+/// What every crate's fuzz tests share: the kept corpus and a proptest search over token soups.
+pub mod replay {
     use std::path::PathBuf;
 
     use proptest::prelude::*;
-    use proptest::test_runner::Config as ProptestConfig;
-
-    use super::*;
+    use proptest::test_runner::Config;
 
     /// Every input kept in `fuzz/corpus/<target>/`; there is always some.
-    fn corpus(target: &str) -> Vec<Vec<u8>> {
+    pub fn corpus(target: &str) -> Vec<Vec<u8>> {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../fuzz/corpus")
             .join(target);
-        let inputs: Vec<Vec<u8>> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|error| panic!("cannot read {}: {error}", dir.display()))
-            .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
+        let entries = std::fs::read_dir(&dir)
+            .unwrap_or_else(|error| panic!("cannot read {}: {error}", dir.display()));
+        let inputs: Vec<Vec<u8>> = entries
+            .map(|entry| {
+                let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+                std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            })
             .collect();
         assert!(!inputs.is_empty(), "{} is empty", dir.display());
         inputs
     }
 
-    fn config(cases: u32) -> ProptestConfig {
-        ProptestConfig {
+    /// A short, reproducible search: `cases` inputs, nothing persisted.
+    pub fn config(cases: u32) -> Config {
+        Config {
             cases,
             failure_persistence: None,
-            ..ProptestConfig::default()
+            ..Config::default()
         }
     }
 
-    fn soup(tokens: &'static [&'static str], pieces: usize) -> impl Strategy<Value = Vec<u8>> {
+    /// Byte strings made of `tokens` and stray bytes: mostly well-formed enough to get past the
+    /// first check, as random bytes alone would not.
+    pub fn soup(tokens: &'static [&'static str], pieces: usize) -> impl Strategy<Value = Vec<u8>> {
         let piece = prop_oneof![
             4 => prop::sample::select(tokens).prop_map(|token| token.as_bytes().to_vec()),
             1 => prop::collection::vec(any::<u8>(), 0..3),
         ];
         prop::collection::vec(piece, 0..pieces).prop_map(|pieces| pieces.concat())
     }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::fuzzing::replay::{config, corpus, soup};
 
     const YAML_TOKENS: &[&str] = &[
         "AMQP_URI: ",

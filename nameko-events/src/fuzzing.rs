@@ -78,34 +78,11 @@ pub fn event_message(data: &[u8]) {
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
 
-    use std::path::PathBuf;
-
     use nameko_amqp::{AMQPValue, LongString};
     use proptest::prelude::*;
-    use proptest::test_runner::Config;
 
     use super::*;
-
-    /// Every input kept in `fuzz/corpus/event_message/`; there is always some.
-    fn corpus(target: &str) -> Vec<Vec<u8>> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz/corpus")
-            .join(target);
-        let inputs: Vec<Vec<u8>> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|error| panic!("cannot read {}: {error}", dir.display()))
-            .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
-            .collect();
-        assert!(!inputs.is_empty(), "{} is empty", dir.display());
-        inputs
-    }
-
-    fn config(cases: u32) -> Config {
-        Config {
-            cases,
-            failure_persistence: None,
-            ..Config::default()
-        }
-    }
+    use nameko_core::fuzzing::replay::{config, corpus};
 
     /// A field table in AMQP's wire format, as [`event_message`] expects after its first byte.
     fn table_bytes(entries: &[(&str, AMQPValue)]) -> Vec<u8> {

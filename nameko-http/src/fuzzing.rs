@@ -249,41 +249,10 @@ fn head(answer: &[u8]) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
 
-    use std::path::PathBuf;
-
     use proptest::prelude::*;
-    use proptest::test_runner::Config;
 
     use super::*;
-
-    /// Every input kept in `fuzz/corpus/<target>/`; there is always some.
-    fn corpus(target: &str) -> Vec<Vec<u8>> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz/corpus")
-            .join(target);
-        let inputs: Vec<Vec<u8>> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|error| panic!("cannot read {}: {error}", dir.display()))
-            .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
-            .collect();
-        assert!(!inputs.is_empty(), "{} is empty", dir.display());
-        inputs
-    }
-
-    fn config(cases: u32) -> Config {
-        Config {
-            cases,
-            failure_persistence: None,
-            ..Config::default()
-        }
-    }
-
-    fn soup(tokens: &'static [&'static str], pieces: usize) -> impl Strategy<Value = Vec<u8>> {
-        let piece = prop_oneof![
-            4 => prop::sample::select(tokens).prop_map(|token| token.as_bytes().to_vec()),
-            1 => prop::collection::vec(any::<u8>(), 0..3),
-        ];
-        prop::collection::vec(piece, 0..pieces).prop_map(|pieces| pieces.concat())
-    }
+    use nameko_core::fuzzing::replay::{config, corpus, soup};
 
     const RULE_TOKENS: &[&str] = &[
         "/",

@@ -166,34 +166,11 @@ fn check<T: DeserializeOwned>(args: &[Value], kwargs: &Map<String, Value>) {
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
 
-    use std::path::PathBuf;
-
     use proptest::prelude::*;
-    use proptest::test_runner::Config;
     use serde_json::json;
 
     use super::*;
-
-    /// Every input kept in `fuzz/corpus/rpc_request/`; there is always some.
-    fn corpus(target: &str) -> Vec<Vec<u8>> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz/corpus")
-            .join(target);
-        let inputs: Vec<Vec<u8>> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|error| panic!("cannot read {}: {error}", dir.display()))
-            .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
-            .collect();
-        assert!(!inputs.is_empty(), "{} is empty", dir.display());
-        inputs
-    }
-
-    fn config(cases: u32) -> Config {
-        Config {
-            cases,
-            failure_persistence: None,
-            ..Config::default()
-        }
-    }
+    use nameko_core::fuzzing::replay::{config, corpus};
 
     /// Argument values of the kinds the handler shapes above ask for, and a few they do not.
     fn argument() -> impl Strategy<Value = Value> {
