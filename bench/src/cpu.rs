@@ -132,6 +132,15 @@ fn process_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// How many cores' worth of CPU the machine spends over `period`, measured now: anything well
+/// above zero before a run means other work shares the machine.
+pub(crate) async fn cores_busy(period: Duration) -> Option<f64> {
+    let before = machine_busy()?;
+    tokio::time::sleep(period).await;
+    let spent = machine_busy()?.checked_sub(before)?;
+    Some(spent.as_secs_f64() / period.as_secs_f64())
+}
+
 /// Busy time of all cores together, from the first line of `/proc/stat`.
 fn machine_busy() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;

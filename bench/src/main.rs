@@ -84,6 +84,13 @@ struct RunArgs {
     starts: usize,
 }
 
+/// How long the machine is watched before the run to see whether something else is running.
+const BUSY_SAMPLE: Duration = Duration::from_secs(1);
+
+/// Cores in use before the run above which the figures are flagged as noisy (an idle RabbitMQ
+/// node and the harness itself stay well below it).
+const BUSY_WARNING: f64 = 0.3;
+
 fn default_out() -> PathBuf {
     workspace_root()
         .join("target")
@@ -118,18 +125,6 @@ fn cores() -> Option<usize> {
     std::thread::available_parallelism().map(usize::from).ok()
 }
 
-/// The 1, 5 and 15 minute load averages: anything well above zero before a run means other
-/// work shares the machine and the figures are noisier than usual.
-fn load_average() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    Some(
-        text.split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
-    )
-}
-
 /// Runs the comparison; `Ok(false)` when some figure could not be measured.
 async fn run(args: RunArgs) -> Result<bool> {
     let own = std::env::current_exe().context("cannot find this executable")?;
@@ -156,19 +151,16 @@ async fn run(args: RunArgs) -> Result<bool> {
         start_samples: args.starts.max(1),
     };
 
-    let load_before = load_average();
+    let busy_before = cpu::cores_busy(BUSY_SAMPLE).await;
     eprintln!(
-        "machine: {} cores, load average {}",
+        "machine: {} cores, {} cores busy before the run",
         cores().map_or_else(|| "?".to_owned(), |cores| cores.to_string()),
-        load_before.as_deref().unwrap_or("unknown")
+        busy_before.map_or_else(|| "unknown".to_owned(), |busy| format!("{busy:.2}"))
     );
-    if let Some(busy) = load_before
-        .as_deref()
-        .and_then(|load| load.split_whitespace().next()?.parse::<f64>().ok())
-        .filter(|load| *load >= 1.0)
-    {
+    if let Some(busy) = busy_before.filter(|busy| *busy >= BUSY_WARNING) {
         eprintln!(
-            "warning: the machine is busy (load {busy:.1}); figures will be noisy, ratios less so"
+            "warning: the machine is busy ({busy:.2} cores in use before the run); figures will \
+             be noisy, ratios less so"
         );
     }
     let measured = harness::run(&settings).await?;
@@ -195,8 +187,7 @@ async fn run(args: RunArgs) -> Result<bool> {
             "warmup_seconds": settings.warmup.as_secs_f64(),
             "start_samples": settings.start_samples,
             "cores": cores(),
-            "load_average_before": load_before,
-            "load_average_after": load_average(),
+            "cores_busy_before": busy_before,
         }),
     );
     if let Some(parent) = args.out.parent() {

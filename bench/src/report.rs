@@ -85,6 +85,22 @@ impl Row {
         }
     }
 
+    /// The ratio to two decimals, or three where two would round it across its limit (a
+    /// missed 0.796 must not read as 0.80 against a limit of 0.8).
+    fn shown_ratio(&self, ratio: f64) -> String {
+        let two = format!("{ratio:.2}");
+        let limit = match self.goal {
+            Goal::RatioAtMost(limit) | Goal::RatioAtLeast(limit) => limit,
+            Goal::AtMost(_) | Goal::None => return two,
+        };
+        let rounded: f64 = two.parse().unwrap_or(ratio);
+        let crosses = match self.goal {
+            Goal::RatioAtMost(_) => (ratio <= limit) != (rounded <= limit),
+            _ => (ratio >= limit) != (rounded >= limit),
+        };
+        if crosses { format!("{ratio:.3}") } else { two }
+    }
+
     fn verdict(&self) -> &'static str {
         match (self.has_goal(), self.met()) {
             (false, _) => "-",
@@ -197,7 +213,7 @@ pub(crate) fn table(rows: &[Row]) -> String {
             format!("{} {}", row.baseline, figure(row.baseline_value, row.unit)),
             row.ratio().map_or_else(
                 || format!("{} n/a", row.ratio_name()),
-                |ratio| format!("{} {ratio:.2}", row.ratio_name()),
+                |ratio| format!("{} {}", row.ratio_name(), row.shown_ratio(ratio)),
             ),
             row.target_text(),
             row.verdict().to_owned(),
@@ -381,6 +397,20 @@ mod tests {
         assert_eq!(python.met(), None);
         assert!(table(&rows).contains("| NO "));
         assert!(table(&rows).contains("python n/a"));
+    }
+
+    #[test]
+    fn a_ratio_just_short_of_its_limit_does_not_round_up_to_it() {
+        let mut rows = rows(
+            &[
+                (Kind::Floor, measured(10, 10_000.0, None)),
+                (Kind::NamekoRs, measured(10, 7_960.0, None)),
+            ],
+            64,
+        );
+        rows.retain(|row| row.workload == "rpc 64 in flight" && row.baseline == "floor");
+        assert!(table(&rows).contains("rs/floor 0.796"), "{}", table(&rows));
+        assert_eq!(rows[0].shown_ratio(0.812), "0.81");
     }
 
     #[test]
