@@ -78,7 +78,7 @@ pub use publisher::{PublishOptions, Publisher};
 pub use recovery::{Binding, Declarations, RecoveringConsumer, RecoveringHandle, Recovery};
 pub use tls::TlsOptions;
 pub use topology::{ExchangeSpec, QueueSpec, QueueState, Topology, event_exchange_name};
-pub use uri::{AmqpUri, Scheme};
+pub use uri::{AmqpUri, DEFAULT_FRAME_MAX, Scheme};
 
 /// The lapin version this crate is built on, so dependants use the very same types.
 pub use lapin;

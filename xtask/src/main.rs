@@ -32,7 +32,7 @@ Commands:
                     test-integration; stops at the first failing step
   test-integration  make sure an AMQP broker answers and the Python interop venv exists, then run
                     `cargo test -p nameko-tests` (arguments after `--` are passed to cargo test)
-  bench             benchmarks (not implemented yet)
+  bench             benchmarks against the lapin floor, bare hyper and Python Nameko
   help              print this message
 
 Environment:
