@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use crate::boxed::{DynDependencyProvider, DynEntrypoint, DynExtension};
+use crate::catch_unwind::CatchUnwind;
 use crate::config::Config;
 use crate::context::{ContextData, WorkerContext};
 use crate::entrypoint::EntrypointInfo;
@@ -390,16 +391,14 @@ where
     Ok(result)
 }
 
-/// Runs the method in a task of its own so a panic is caught as that call's error; the task is
-/// aborted if the worker is (container killed).
+/// Runs the method, catching a panic as that call's error (see `catch_unwind.rs`).
 async fn run_method<F>(method: F) -> WorkerResult
 where
     F: Future<Output = WorkerResult> + Send + 'static,
 {
-    match AbortOnDropHandle::new(tokio::spawn(method)).await {
+    match CatchUnwind::new(method).await {
         Ok(result) => result,
-        Err(err) if err.is_panic() => {
-            let panic = err.into_panic();
+        Err(panic) => {
             let message = panic
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_owned())
@@ -411,7 +410,6 @@ where
                 message,
             ))
         }
-        Err(_) => Err(RemoteError::generic("the worker was cancelled")),
     }
 }
 

@@ -40,6 +40,7 @@
 //! ```
 
 mod boxed;
+mod catch_unwind;
 mod config;
 mod container;
 mod context;
