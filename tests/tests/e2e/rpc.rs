@@ -1209,21 +1209,7 @@ async fn max_workers_bounds_concurrent_handlers_without_stalling_the_consumer() 
 
     // Every request has reached the service (none waits in the queue) while two run.
     let raw = Raw::new(&uri, "nameko-rpc").await;
-    within(async {
-        loop {
-            let queue = raw
-                .topology
-                .inspect_queue(&format!("rpc-{name}"))
-                .await
-                .unwrap()
-                .unwrap();
-            if queue.message_count == 0 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    wait_until_handed_out(&raw, &name).await;
     assert_eq!(running.load(Ordering::SeqCst), 2);
     assert!(arrived.try_recv().is_err(), "a third handler started");
 
@@ -1273,21 +1259,7 @@ async fn graceful_stop_finishes_running_work_and_hands_back_the_rest() {
 
     // Wait until the second request sits with the first instance (prefetched, no worker slot).
     let raw = Raw::new(&uri, "nameko-rpc").await;
-    within(async {
-        loop {
-            let queue = raw
-                .topology
-                .inspect_queue(&format!("rpc-{name}"))
-                .await
-                .unwrap()
-                .unwrap();
-            if queue.message_count == 0 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    wait_until_handed_out(&raw, &name).await;
 
     let stopping = tokio::spawn({
         let first = first.clone();
@@ -1429,4 +1401,23 @@ async fn a_stopping_service_still_receives_replies_for_its_running_workers() {
     client.stop().await;
     within(service_y.stop()).await;
     delete_rpc_queues(&uri, &[&x, &y]).await;
+}
+
+/// Waits until every request in `rpc-<service>` has been handed to a consumer.
+async fn wait_until_handed_out(raw: &Raw, service: &str) {
+    within(async {
+        loop {
+            let queue = raw
+                .topology
+                .inspect_queue(&format!("rpc-{service}"))
+                .await
+                .unwrap()
+                .unwrap();
+            if queue.message_count == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
 }
