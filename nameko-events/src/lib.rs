@@ -70,6 +70,10 @@
 //!   has reliable delivery, or logged and dropped if it has not. Details in [`redelivery`].
 //! - **Graceful stop**: consumption is cancelled, running handlers finish and settle their
 //!   events; events whose worker never started (or was killed) go back to the queue.
+//! - **A lost connection**: handlers reconnect with backoff and declare their exchange, queue
+//!   and binding again while the service keeps running; unacknowledged events come back from
+//!   the broker. A dispatch whose message may have been lost with its connection is an error to
+//!   the caller.
 
 mod broker;
 mod consumers;

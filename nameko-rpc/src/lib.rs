@@ -23,6 +23,12 @@
 //! `MethodNotFound`, `IncorrectSignature` and `MalformedRequest` from a Rust service as their own
 //! native exceptions.
 //!
+//! A service outlives its broker connection: its consumer and reply listener reconnect with
+//! backoff and declare the same queues again (`nameko-amqp`'s `RecoveringConsumer`); a call
+//! whose request may have been lost with a connection fails with an error instead of hanging,
+//! and calls waiting on a reply queue that expired meanwhile fail at once with
+//! [`RpcError::ReplyQueueLost`].
+//!
 //! Handlers are plain `async fn`s whose second parameter binds the call's arguments by position
 //! or by name, as Python would (see [`rpc`] and [`Args`]):
 //!
