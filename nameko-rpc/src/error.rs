@@ -24,6 +24,8 @@ pub type Result<T, E = RpcError> = std::result::Result<T, E>;
 pub const UNKNOWN_SERVICE: &str = "nameko.exceptions.UnknownService";
 /// `exc_path` of Nameko's `RpcTimeout`.
 pub const RPC_TIMEOUT: &str = "nameko.exceptions.RpcTimeout";
+/// `exc_path` of Nameko 3's `ReplyQueueExpiredWithPendingReplies`.
+pub const REPLY_QUEUE_EXPIRED: &str = "nameko.exceptions.ReplyQueueExpiredWithPendingReplies";
 
 /// Why an RPC call, or an RPC extension, failed.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +169,11 @@ impl IntoRemoteError for RpcError {
             timeout @ Self::Timeout { .. } => {
                 RemoteError::new("RpcTimeout", RPC_TIMEOUT, timeout.to_string())
             }
+            lost @ Self::ReplyQueueLost { .. } => RemoteError::new(
+                "ReplyQueueExpiredWithPendingReplies",
+                REPLY_QUEUE_EXPIRED,
+                lost.to_string(),
+            ),
             other => RemoteError::generic(other),
         }
     }
@@ -217,6 +224,16 @@ mod tests {
             timeout: Duration::from_secs(2),
         };
         assert_eq!(timeout.into_remote_error().exc_type, "RpcTimeout");
+
+        let lost = RpcError::ReplyQueueLost {
+            service: "s".into(),
+            method: "m".into(),
+            queue: "rpc.reply-c-1".into(),
+        };
+        let remote = lost.into_remote_error();
+        assert_eq!(remote.exc_type, "ReplyQueueExpiredWithPendingReplies");
+        assert_eq!(remote.exc_path, REPLY_QUEUE_EXPIRED);
+        assert!(remote.value.contains("rpc.reply-c-1"), "{}", remote.value);
 
         let inner = RemoteError::new("ValueError", "builtins.ValueError", "bad");
         let failed = RpcError::Remote {

@@ -87,5 +87,5 @@ pub use args::{Args, IntoRpcArgs};
 pub use call::{DEFAULT_TIMEOUT, RpcCall};
 pub use client::{ClusterRpcClient, ServiceRpcClient};
 pub use entrypoint::{Rpc, RpcHandler, rpc};
-pub use error::{RPC_TIMEOUT, Result, RpcError, UNKNOWN_SERVICE};
+pub use error::{REPLY_QUEUE_EXPIRED, RPC_TIMEOUT, Result, RpcError, UNKNOWN_SERVICE};
 pub use proxy::{RpcProxy, ServiceProxy};
