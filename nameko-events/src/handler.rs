@@ -43,8 +43,8 @@ use nameko_amqp::{
     RecoveringHandle,
 };
 use nameko_core::{
-    BoxError, Container, ContainerState, DirectCall, Entrypoint, EntrypointInfo, Extension,
-    IntoWorkerResult, RemoteError, Worker, WorkerResult,
+    BoxError, Container, DirectCall, Entrypoint, EntrypointInfo, Extension, IntoWorkerResult,
+    RemoteError, Worker, WorkerResult,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -75,15 +75,14 @@ pub struct EventHandler<H, P> {
     requeue_on_error: bool,
     max_redeliveries: u32,
     handler: H,
-    /// One entry per container this handler consumes for. A std mutex is enough: it is held
-    /// only to push, filter or take entries, never across an await.
-    runs: Mutex<Vec<Run>>,
+    /// What `start` made, taken by `stop`. A std mutex is enough: it is held only to put or
+    /// take the run, never across an await.
+    run: Mutex<Option<Run>>,
     _payload: PhantomData<fn(P)>,
 }
 
-/// One start of the handler in one container.
+/// One start of the handler: its consumer and how to tell when its loop has ended.
 struct Run {
-    container: Container,
     consumer: RecoveringHandle,
     /// Set before this crate cancels the consumer, so the end of its stream is not a failure.
     cancelled: Arc<AtomicBool>,
@@ -144,7 +143,7 @@ where
         requeue_on_error: false,
         max_redeliveries: DEFAULT_MAX_REDELIVERIES,
         handler,
-        runs: Mutex::default(),
+        run: Mutex::default(),
         _payload: PhantomData,
     }
 }
@@ -232,8 +231,8 @@ impl<H, P> EventHandler<H, P> {
         Ok(())
     }
 
-    fn runs(&self) -> MutexGuard<'_, Vec<Run>> {
-        self.runs.lock().unwrap_or_else(PoisonError::into_inner)
+    fn run(&self) -> MutexGuard<'_, Option<Run>> {
+        self.run.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -268,7 +267,6 @@ where
             identifier.resolve(config)?;
         }
         container.shared_extension(SHARING_KEY, HandlerConsumers::default);
-        self.runs().retain(|run| !is_final(run.container.state()));
         Ok(())
     }
 
@@ -316,8 +314,7 @@ where
         });
         let cancelled = Arc::new(AtomicBool::new(false));
         let (ended_tx, ended) = watch::channel(());
-        self.runs().push(Run {
-            container: container.clone(),
+        *self.run() = Some(Run {
             consumer: consumer.handle(),
             cancelled: cancelled.clone(),
             ended,
@@ -344,16 +341,8 @@ where
     }
 
     async fn stop(&self) {
-        // Stop the runs whose container is stopping (a run of a live container is left alone).
-        let stopping: Vec<Run> = {
-            let mut runs = self.runs();
-            let (stopping, running) = runs
-                .drain(..)
-                .partition(|run| !is_live(run.container.state()));
-            *runs = running;
-            stopping
-        };
-        for mut run in stopping {
+        let taken = self.run().take();
+        if let Some(mut run) = taken {
             run.cancelled.store(true, Ordering::Release);
             if let Err(error) = run.consumer.cancel().await {
                 tracing::warn!(%error, "cancelling an event consumer failed");
@@ -416,17 +405,6 @@ where
         );
         Ok(worker.await?)
     }
-}
-
-fn is_live(state: ContainerState) -> bool {
-    matches!(
-        state,
-        ContainerState::Created | ContainerState::Starting | ContainerState::Running
-    )
-}
-
-fn is_final(state: ContainerState) -> bool {
-    matches!(state, ContainerState::Stopped | ContainerState::Killed)
 }
 
 fn worker_args(payload: Value) -> Value {

@@ -745,19 +745,9 @@ async fn context_data_and_call_id_stack_reach_the_handler() {
     assert_eq!(seen["user_id"], "u-1");
     assert_eq!(seen["language"], "en-gb");
     assert_eq!(seen["custom_key"], "c");
-    let stack = seen["call_id_stack"].as_array().unwrap();
-    assert_eq!(stack.len(), 2, "{stack:?}");
-    assert!(
-        stack[0]
-            .as_str()
-            .unwrap()
-            .starts_with("standalone_rpc_client.")
-    );
-    assert!(
-        stack[1]
-            .as_str()
-            .unwrap()
-            .starts_with(&format!("{name}.whoami."))
+    assert_call_id_stack(
+        &seen,
+        &["standalone_rpc_client.", &format!("{name}.whoami.")],
     );
     client.stop().await;
     within(service.stop()).await;
@@ -822,25 +812,13 @@ async fn rpc_proxy_calls_another_service_with_the_workers_context() {
         .unwrap();
     assert_eq!(answer["value"], "value-y-x");
     assert_eq!(answer["user_id"], "u-9");
-    let stack = answer["call_id_stack"].as_array().unwrap();
-    assert_eq!(stack.len(), 3, "{stack:?}");
-    assert!(
-        stack[0]
-            .as_str()
-            .unwrap()
-            .starts_with("standalone_rpc_client.")
-    );
-    assert!(
-        stack[1]
-            .as_str()
-            .unwrap()
-            .starts_with(&format!("{x}.remote_method."))
-    );
-    assert!(
-        stack[2]
-            .as_str()
-            .unwrap()
-            .starts_with(&format!("{y}.append_identifier."))
+    assert_call_id_stack(
+        &answer,
+        &[
+            "standalone_rpc_client.",
+            &format!("{x}.remote_method."),
+            &format!("{y}.append_identifier."),
+        ],
     );
 
     let many: Vec<String> = within(client.call(&x, "concurrent", (vec!["a", "b", "c"],)))
@@ -1420,4 +1398,18 @@ async fn wait_until_handed_out(raw: &Raw, service: &str) {
         }
     })
     .await;
+}
+
+/// Asserts that `seen["call_id_stack"]` holds one id per expected prefix, oldest first.
+fn assert_call_id_stack(seen: &Value, prefixes: &[&str]) {
+    let stack: Vec<&str> = seen["call_id_stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap())
+        .collect();
+    assert_eq!(stack.len(), prefixes.len(), "{stack:?}");
+    for (id, prefix) in stack.iter().zip(prefixes) {
+        assert!(id.starts_with(prefix), "{id} does not start with {prefix}");
+    }
 }
