@@ -3,8 +3,11 @@
 //! Shaped after Nameko's `ServiceContainer` and mini-redis's server loop:
 //!
 //! - a [`Semaphore`] of `max_workers` permits bounds concurrent workers. A worker waits for its
-//!   permit inside its own task, so an entrypoint that spawns one (a consumer loop) never waits;
-//! - a [`TaskTracker`] knows every worker task, so a graceful stop can wait for them to finish;
+//!   permit inside the task that runs it, so an entrypoint that spawns one (a consumer loop)
+//!   never waits. That task is the worker's own ([`Container::spawn_worker`]) or one the
+//!   entrypoint has anyway, an HTTP request's or a task per message ([`Container::run_worker`]),
+//!   which saves a spawn and a wake-up per call;
+//! - a [`TaskTracker`] knows every worker, so a graceful stop can wait for them to finish;
 //! - two [`CancellationToken`]s are the shutdown signals: `stopping` (no new worker starts; those
 //!   still waiting for a permit give their work back) and `killed` (running workers are aborted);
 //! - long-running tasks the container depends on (a consumer, a server) are "managed": when one
@@ -23,7 +26,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde_json::Value;
-use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::sync::{Semaphore, TryAcquireError, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
@@ -35,6 +38,7 @@ use crate::entrypoint::EntrypointInfo;
 use crate::error::{ContainerError, WorkerAborted};
 use crate::extension::{BoxError, SharedExtension};
 use crate::remote_error::{HANDLER_PANICKED, RemoteError};
+use crate::running_worker::RunningWorker;
 use crate::service::Service;
 use crate::worker::{Dependencies, Worker, WorkerResult};
 
@@ -178,11 +182,13 @@ impl Container {
         created
     }
 
-    /// Starts a worker for `entrypoint` and returns a future of its result.
+    /// Starts a worker for `entrypoint` in a task of its own and returns a future of its result.
     ///
-    /// The worker runs in its own task whether or not the future is awaited; it waits there for a
+    /// The worker runs whether or not the future is awaited; it waits in its task for a
     /// `max_workers` permit, so calling this never blocks. `context_data` is the incoming context
-    /// (headers, `nameko.` prefix removed); `args` are the call's arguments for logging.
+    /// (headers, `nameko.` prefix removed); `args` are the call's arguments for logging. An
+    /// entrypoint that awaits the worker anyway, in a task it has, saves the spawn with
+    /// [`Self::run_worker`].
     pub fn spawn_worker<M, MF>(
         &self,
         entrypoint: &Arc<EntrypointInfo>,
@@ -194,9 +200,7 @@ impl Container {
         M: FnOnce(Worker) -> MF + Send + 'static,
         MF: Future<Output = WorkerResult> + Send + 'static,
     {
-        self.spawn_worker_with(entrypoint, context_data, args, method, |_, result| async {
-            result
-        })
+        self.spawn_worker_with(entrypoint, context_data, args, method, keep_result)
     }
 
     /// Like [`Self::spawn_worker`], with the entrypoint's own result handling run between the
@@ -216,27 +220,69 @@ impl Container {
         H: FnOnce(Arc<WorkerContext>, WorkerResult) -> HF + Send + 'static,
         HF: Future<Output = WorkerResult> + Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let inner = self.inner.clone();
-        let entrypoint = entrypoint.clone();
-        let killed = inner.killed.clone();
-        let run = run_worker(
-            inner.clone(),
-            entrypoint,
+        let worker = self.run_worker_with(entrypoint, context_data, args, method, handle_result);
+        let task = tokio::spawn(worker);
+        async move { task.await.unwrap_or(Err(WorkerAborted::Killed)) }
+    }
+
+    /// A worker for `entrypoint` that runs in the task awaiting it, without a task of its own.
+    ///
+    /// Everything else is as with [`Self::spawn_worker`]: the worker waits for a `max_workers`
+    /// permit (so await it where waiting is fine, such as a task spawned per message or a
+    /// request's own future), the container tracks it and a kill aborts it. If the future is
+    /// dropped before the worker ended, the worker is not cancelled: it goes on in a task of its
+    /// own (see [`RunningWorker`]).
+    pub fn run_worker<M, MF>(
+        &self,
+        entrypoint: &Arc<EntrypointInfo>,
+        context_data: ContextData,
+        args: Value,
+        method: M,
+    ) -> RunningWorker
+    where
+        M: FnOnce(Worker) -> MF + Send + 'static,
+        MF: Future<Output = WorkerResult> + Send + 'static,
+    {
+        self.run_worker_with(entrypoint, context_data, args, method, keep_result)
+    }
+
+    /// Like [`Self::run_worker`], with the entrypoint's own result handling (see
+    /// [`Self::spawn_worker_with`]).
+    pub fn run_worker_with<M, MF, H, HF>(
+        &self,
+        entrypoint: &Arc<EntrypointInfo>,
+        context_data: ContextData,
+        args: Value,
+        method: M,
+        handle_result: H,
+    ) -> RunningWorker
+    where
+        M: FnOnce(Worker) -> MF + Send + 'static,
+        MF: Future<Output = WorkerResult> + Send + 'static,
+        H: FnOnce(Arc<WorkerContext>, WorkerResult) -> HF + Send + 'static,
+        HF: Future<Output = WorkerResult> + Send + 'static,
+    {
+        let killed = self.inner.killed.clone();
+        let tracked = self.inner.workers.track_future(run_worker(
+            self.inner.clone(),
+            entrypoint.clone(),
             context_data,
             args,
             method,
             handle_result,
-        );
-        inner.workers.spawn(async move {
-            let outcome = tokio::select! {
+        ));
+        RunningWorker::new(async move {
+            if killed.is_cancelled() {
+                return Err(WorkerAborted::Killed);
+            }
+            // The worker is polled first: one that ends in its first poll, as most do, never
+            // registers with the kill signal.
+            tokio::select! {
                 biased;
+                outcome = tracked => outcome,
                 () = killed.cancelled() => Err(WorkerAborted::Killed),
-                outcome = run => outcome,
-            };
-            let _ = tx.send(outcome);
-        });
-        async move { rx.await.unwrap_or(Err(WorkerAborted::Killed)) }
+            }
+        })
     }
 
     /// Runs a long-lived task the container depends on. If it fails, the container is killed and
@@ -326,12 +372,21 @@ where
     H: FnOnce(Arc<WorkerContext>, WorkerResult) -> HF + Send + 'static,
     HF: Future<Output = WorkerResult> + Send + 'static,
 {
-    let _permit = tokio::select! {
-        biased;
-        () = inner.stopping.cancelled() => return Err(WorkerAborted::Stopping),
-        permit = inner.worker_slots.clone().acquire_owned() => {
-            permit.map_err(|_| WorkerAborted::Stopping)?
-        }
+    if inner.stopping.is_cancelled() {
+        return Err(WorkerAborted::Stopping);
+    }
+    // A free slot is taken at once; only a worker that has to wait for one also listens for
+    // the container stopping meanwhile.
+    let _permit = match inner.worker_slots.clone().try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(TryAcquireError::Closed) => return Err(WorkerAborted::Stopping),
+        Err(TryAcquireError::NoPermits) => tokio::select! {
+            biased;
+            () = inner.stopping.cancelled() => return Err(WorkerAborted::Stopping),
+            permit = inner.worker_slots.clone().acquire_owned() => {
+                permit.map_err(|_| WorkerAborted::Stopping)?
+            }
+        },
     };
     let container = Container {
         inner: inner.clone(),
@@ -384,11 +439,19 @@ where
     for (_, provider) in &providers {
         provider.worker_teardown(&context).await;
     }
-    let _ = inner.events.send(Arc::new(WorkerEvent {
-        context,
-        result: result.clone(),
-    }));
+    // Nobody listens outside tests: the event is only built for a listener.
+    if inner.events.receiver_count() > 0 {
+        let _ = inner.events.send(Arc::new(WorkerEvent {
+            context,
+            result: result.clone(),
+        }));
+    }
     Ok(result)
+}
+
+/// The result handling of an entrypoint that has none of its own.
+async fn keep_result(_: Arc<WorkerContext>, result: WorkerResult) -> WorkerResult {
+    result
 }
 
 /// Runs the method, catching a panic as that call's error (see `catch_unwind.rs`).

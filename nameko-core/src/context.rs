@@ -33,8 +33,7 @@ pub const AUTH_TOKEN: &str = "auth_token";
 pub struct WorkerContext {
     service_name: Arc<str>,
     entrypoint: Arc<EntrypointInfo>,
-    call_id: String,
-    /// Parents first, this worker's own id last.
+    /// Parents first, this worker's own id last (so never empty).
     call_id_stack: Vec<String>,
     /// Context data without the stack, which is kept typed above.
     data: ContextData,
@@ -53,16 +52,12 @@ impl WorkerContext {
         args: Value,
         parent_calls_tracked: usize,
     ) -> Self {
-        let call_id = format!(
-            "{service_name}.{}.{}",
-            entrypoint.method_name(),
-            uuid::Uuid::new_v4()
-        );
+        let call_id = new_call_id(&service_name, entrypoint.method_name());
         let mut call_id_stack = data
             .remove(CALL_ID_STACK)
             .map(stack_from_value)
             .unwrap_or_default();
-        call_id_stack.push(call_id.clone());
+        call_id_stack.push(call_id);
         let keep = parent_calls_tracked.saturating_add(1);
         if call_id_stack.len() > keep {
             call_id_stack.drain(..call_id_stack.len() - keep);
@@ -70,7 +65,6 @@ impl WorkerContext {
         Self {
             service_name,
             entrypoint,
-            call_id,
             call_id_stack,
             data,
             args,
@@ -89,7 +83,7 @@ impl WorkerContext {
 
     /// This worker's id: `<service>.<method>.<uuid>`.
     pub fn call_id(&self) -> &str {
-        &self.call_id
+        self.call_id_stack.last().map_or("", String::as_str)
     }
 
     /// The ids of the calls that led here, oldest first, ending with this worker's own id.
@@ -168,6 +162,19 @@ impl WorkerContext {
     }
 }
 
+/// `<service>.<method>.<uuid>`, written straight into a string of the right size: every
+/// worker makes one, so it skips the formatting machinery.
+fn new_call_id(service_name: &str, method_name: &str) -> String {
+    let mut uuid = uuid::Uuid::encode_buffer();
+    let uuid = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut uuid);
+    let mut call_id =
+        String::with_capacity(service_name.len() + method_name.len() + uuid.len() + 2);
+    for part in [service_name, ".", method_name, ".", uuid] {
+        call_id.push_str(part);
+    }
+    call_id
+}
+
 /// Reads a `call_id_stack` leniently: an array of strings as Nameko sends it, a lone string as one
 /// entry (never split into characters as Python would), other values by their text.
 fn stack_from_value(value: Value) -> Vec<String> {
@@ -201,7 +208,11 @@ mod tests {
     #[test]
     fn a_worker_without_parents_has_only_its_own_id() {
         let cx = WorkerContext::new("svc".into(), info(), ContextData::new(), json!(null), 10);
-        assert!(cx.call_id().starts_with("svc.method."));
+        let uuid = cx.call_id().strip_prefix("svc.method.").unwrap();
+        // Nameko's form: a lowercase hyphenated uuid4.
+        let parsed = uuid::Uuid::parse_str(uuid).unwrap();
+        assert_eq!(parsed.get_version_num(), 4);
+        assert_eq!(parsed.hyphenated().to_string(), uuid);
         assert_eq!(cx.call_id_stack(), [cx.call_id().to_owned()]);
         assert_eq!(cx.origin_call_id(), None);
         assert_eq!(cx.immediate_parent_call_id(), None);

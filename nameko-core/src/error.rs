@@ -96,6 +96,11 @@ pub enum WorkerAborted {
     /// The container was killed while the worker waited or ran.
     #[error("the container was killed")]
     Killed,
+    /// Something around the method panicked (a dependency's hook, the entrypoint's result
+    /// handling), so the worker ended without a result. The method's own panics are not this:
+    /// they are the call's `HandlerPanicked` error.
+    #[error("the worker panicked outside its method")]
+    Panicked,
 }
 
 /// A configuration that cannot be read or has a value of the wrong kind.

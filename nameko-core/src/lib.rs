@@ -54,6 +54,7 @@ pub mod fuzzing;
 pub mod redact;
 mod remote_error;
 mod runner;
+mod running_worker;
 mod service;
 pub mod testing;
 mod worker;
@@ -75,5 +76,6 @@ pub use remote_error::{
     METHOD_NOT_FOUND, RemoteError, UNSERIALIZABLE_VALUE, safe_for_serialization,
 };
 pub use runner::ServiceRunner;
+pub use running_worker::RunningWorker;
 pub use service::Service;
 pub use worker::{Dependencies, IntoWorkerResult, Worker, WorkerResult};

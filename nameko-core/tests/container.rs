@@ -524,3 +524,107 @@ fn a_service_needs_a_name_and_unique_dependency_names() {
         "service `greeting_service` is misconfigured: two dependencies are named `greeter`"
     );
 }
+
+#[tokio::test]
+async fn a_worker_run_in_place_finishes_when_its_caller_goes_away_and_stop_waits_for_it() {
+    let log = Log::default();
+    let container = ServiceContainer::new(greeting_service(&log), Config::new()).unwrap();
+    container.start().await.unwrap();
+    let c = container.container().clone();
+    let info = Arc::new(EntrypointInfo::new("dummy", "hello"));
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut worker = c.run_worker(&info, Default::default(), Value::Null, {
+        let log = log.clone();
+        move |_| async move {
+            let _ = started_tx.send(());
+            let _ = release_rx.await;
+            log.push("method finished");
+            Ok(Value::Null)
+        }
+    });
+    // Polled until the method is under way, then dropped, as hyper drops a request's future
+    // when its client disconnects.
+    tokio::select! {
+        _ = &mut worker => panic!("the method cannot have finished"),
+        started = started_rx => started.unwrap(),
+    }
+    assert!(!worker.is_finished());
+    drop(worker);
+    release_tx.send(()).unwrap();
+    container.stop().await;
+    let entries = log.take();
+    let at = |entry: &str| entries.iter().position(|e| e == entry);
+    let (finished, teardown, stopped) = (
+        at("method finished").unwrap(),
+        at("worker_teardown").unwrap(),
+        at("dependency stop").unwrap(),
+    );
+    assert!(
+        finished < teardown && teardown < stopped,
+        "the dropped worker ran to its end before the dependencies stopped: {entries:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_run_in_place_is_aborted_by_a_kill() {
+    let container = ServiceContainer::new(Service::new("svc"), Config::new()).unwrap();
+    container.start().await.unwrap();
+    let info = Arc::new(EntrypointInfo::new("dummy", "slow"));
+    let worker =
+        container
+            .container()
+            .run_worker(&info, Default::default(), Value::Null, |_| async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(Value::Null)
+            });
+    let running = tokio::spawn(worker);
+    tokio::task::yield_now().await;
+    container.kill().await;
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .unwrap()
+            .unwrap(),
+        Err(nameko_core::WorkerAborted::Killed)
+    );
+}
+
+/// A dependency whose `worker_teardown` panics.
+struct PanickingTeardown;
+
+impl Extension for PanickingTeardown {}
+
+impl DependencyProvider for PanickingTeardown {
+    type Dependency = ();
+
+    async fn get_dependency(&self, _: &WorkerContext) -> Result<(), BoxError> {
+        Ok(())
+    }
+    async fn worker_teardown(&self, _: &WorkerContext) {
+        panic!("teardown broke");
+    }
+}
+
+#[tokio::test]
+async fn a_panic_around_the_method_ends_the_worker_not_the_task_awaiting_it() {
+    let service = Service::new("svc").dependency("broken", PanickingTeardown);
+    let container = ServiceContainer::new(service, Config::new()).unwrap();
+    container.start().await.unwrap();
+    let info = Arc::new(EntrypointInfo::new("dummy", "method"));
+    let c = container.container();
+    let ran = c
+        .run_worker(&info, Default::default(), Value::Null, |_| async {
+            Ok(json!("done"))
+        })
+        .await;
+    assert_eq!(ran, Err(nameko_core::WorkerAborted::Panicked));
+    let spawned = c
+        .spawn_worker(&info, Default::default(), Value::Null, |_| async {
+            Ok(json!("done"))
+        })
+        .await;
+    assert_eq!(spawned, Err(nameko_core::WorkerAborted::Panicked));
+    container.stop().await;
+    assert_eq!(container.state(), ContainerState::Stopped);
+}

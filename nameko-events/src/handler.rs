@@ -397,7 +397,7 @@ where
         };
         let handler = self.handler.clone();
         let (source_service, event_type) = (self.source_service.clone(), self.event_type.clone());
-        let worker = container.spawn_worker(
+        let worker = container.run_worker(
             &self.info,
             context_data,
             worker_args(payload),
@@ -542,7 +542,8 @@ where
             }
         };
         let worker =
-            container.spawn_worker_with(&self.info, context, worker_args(payload), method, settle);
+            container.run_worker_with(&self.info, context, worker_args(payload), method, settle);
+        // One task per event, in which the worker runs (waiting there for its slot).
         tokio::spawn(async move {
             if let Err(why) = worker.await {
                 redelivery::abandon(&delivery, &self.settlement.queue, why).await;

@@ -9,10 +9,12 @@
 //!
 //! Every request runs as a worker of the service's container, so `max_workers` bounds HTTP
 //! handlers as it bounds every other entrypoint, dependencies are injected, and a panic is an
-//! error for that request alone. The response travels out of the worker in the entrypoint's
-//! result handling (where Nameko's `handle_result` builds it), so it is written before the
-//! dependencies' `worker_result` and `worker_teardown` hooks finish; the worker's result is the
-//! status code. As in Nameko, HTTP requests carry no context data in; the worker's arguments,
+//! error for that request alone. The worker runs inside the request's own future
+//! ([`Container::run_worker`]), not in a task of its own, which saves a spawn and a wake-up on
+//! every request; a client that disconnects does not cut it short, since a dropped worker
+//! finishes in a task. The response travels out of the worker as soon as the method returns,
+//! so it is written before the dependencies' `worker_result` and `worker_teardown` hooks
+//! finish; the worker's result is the status code. As in Nameko, HTTP requests carry no context data in; the worker's arguments,
 //! for logs, are the method and path and the path values by name (`{"request": "GET /get/42",
 //! "value": 42}`), which is what `sensitive_arguments` can redact.
 //!
@@ -24,12 +26,12 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use nameko_core::{
     BoxError, Container, ContextData, Entrypoint, EntrypointInfo, Extension, IntoRemoteError,
-    RemoteError, Worker, WorkerAborted, WorkerResult,
+    RemoteError, Worker, WorkerAborted,
 };
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
@@ -274,10 +276,8 @@ struct HttpRoute<H> {
     accepting: Arc<AtomicBool>,
 }
 
-/// Where a worker sends its outcome: the request waiting for it. Shared by the method, which
-/// looks whether the request is still waiting, and the result handling, which answers it.
-/// A std mutex: it is only taken to look or to take, never across an `.await`.
-type Reply = Arc<Mutex<Option<oneshot::Sender<Result<Response, RemoteError>>>>>;
+/// What the method hands the request waiting for it: the handler's response, or its error.
+type Reply = Result<Response, RemoteError>;
 
 impl<H: HttpHandler> RouteHandler for HttpRoute<H> {
     fn call(&self, request: Request) -> BoxFuture<Response> {
@@ -285,56 +285,57 @@ impl<H: HttpHandler> RouteHandler for HttpRoute<H> {
             return Box::pin(async { response::service_unavailable() });
         }
         let args = logged_args(&request, self.info.sensitive_arguments());
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let reply: Reply = Arc::new(Mutex::new(Some(reply_tx)));
-        // The method's response goes to the result handling beside the worker result, which
-        // can only carry JSON.
-        let (response_tx, mut response_rx) = oneshot::channel::<Response>();
-
+        let (reply_tx, mut reply_rx) = oneshot::channel::<Reply>();
         let handler = self.handler.clone();
-        let waiting = reply.clone();
         let method = move |worker: Worker| async move {
             // A client that went away while the request waited for a worker slot gets no
             // handler run on its behalf.
-            if !is_waiting(&waiting) {
+            if reply_tx.is_closed() {
                 return Err(client_gone());
             }
-            let response = handler.call(worker, request).await?;
-            let status = response.status().as_u16();
-            let _ = response_tx.send(response);
-            Ok(Value::from(status))
-        };
-        let handle_result = move |_, result: WorkerResult| async move {
-            let outcome = match &result {
-                Ok(_) => response_rx
-                    .try_recv()
-                    .map_err(|_| RemoteError::generic("the handler's response was lost")),
-                Err(error) => Err(error.clone()),
-            };
-            let taken = reply.lock().unwrap_or_else(PoisonError::into_inner).take();
-            if let Some(reply) = taken {
-                let _ = reply.send(outcome);
+            match handler.call(worker, request).await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let _ = reply_tx.send(Ok(response));
+                    Ok(Value::from(status))
+                }
+                Err(error) => {
+                    let _ = reply_tx.send(Err(error.clone()));
+                    Err(error)
+                }
             }
-            result
         };
-        let worker = self.container.spawn_worker_with(
-            &self.info,
-            ContextData::new(),
-            args,
-            method,
-            handle_result,
-        );
+        // Run in this request's own future: no task, no hand-over back to the connection.
+        let mut worker = self
+            .container
+            .run_worker(&self.info, ContextData::new(), args, method);
 
         let info = self.info.clone();
         let mapping = self.response_from_exception.clone();
         Box::pin(async move {
-            match reply_rx.await {
-                Ok(Ok(response)) => response,
-                // Mapped here rather than in the worker, so that a panicking mapping is a
-                // `500` for this request, as a panicking handler is.
-                Ok(Err(error)) => ResponseFromException::respond(mapping.as_ref(), &info, &error),
-                Err(_) => unanswered(&info, worker.await.err()),
-            }
+            // The response leaves as soon as the method has it. A worker still busy in its
+            // dependencies' `worker_result` or `worker_teardown` hooks then finishes on its own:
+            // dropping it hands it to a task (see `RunningWorker`).
+            let reply = tokio::select! {
+                biased;
+                outcome = &mut worker => reply_rx.try_recv().map_err(|_| outcome),
+                reply = &mut reply_rx => match reply {
+                    Ok(reply) => Ok(reply),
+                    Err(_) => Err((&mut worker).await),
+                },
+            };
+            let error = match reply {
+                Ok(Ok(response)) => return response,
+                Ok(Err(error)) => error,
+                // The method never answered: the worker failed around it (a dependency that
+                // could not be injected, a panic) or did not run.
+                Err(Ok(Err(error))) => error,
+                Err(Ok(Ok(_))) => RemoteError::generic("the handler's response was lost"),
+                Err(Err(aborted)) => return unanswered(&info, aborted),
+            };
+            // Mapped here rather than in the worker, so that a panicking mapping is a `500`
+            // for this request, as a panicking handler is.
+            ResponseFromException::respond(mapping.as_ref(), &info, &error)
         })
     }
 }
@@ -342,21 +343,13 @@ impl<H: HttpHandler> RouteHandler for HttpRoute<H> {
 /// The response for a request whose worker ended without answering: the container stopped or
 /// was killed before it ran, or killed while it ran. (A panic in a dependency's hook, outside
 /// the handler, ends a worker the same way; the service cannot answer then either.)
-fn unanswered(info: &EntrypointInfo, aborted: Option<WorkerAborted>) -> Response {
+fn unanswered(info: &EntrypointInfo, aborted: WorkerAborted) -> Response {
     debug!(
         method = info.method_name(),
-        reason = ?aborted,
+        reason = %aborted,
         "request unanswered: the worker did not run to its end"
     );
     response::service_unavailable()
-}
-
-fn is_waiting(reply: &Reply) -> bool {
-    reply
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .as_ref()
-        .is_some_and(|reply| !reply.is_closed())
 }
 
 fn client_gone() -> RemoteError {

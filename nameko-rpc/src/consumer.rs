@@ -3,8 +3,8 @@
 //! Requests for every method of service `svc` arrive on `rpc-svc` (bound with `svc.*`). The
 //! consumer reads a request, decides what it is, and never waits on a worker: it either answers
 //! at once without a worker, as Nameko does for `MethodNotFound`, `MalformedRequest` and
-//! `IncorrectSignature`, or hands the call to [`Container::spawn_worker_with`], which returns
-//! immediately while the worker waits for a `max_workers` slot in its own task. The consumer loop
+//! `IncorrectSignature`, or starts a task for the call in which the worker
+//! ([`Container::run_worker_with`]) waits for a `max_workers` slot, runs and replies. The consumer loop
 //! therefore keeps reading (and heartbeats keep flowing) however busy the workers are; prefetch
 //! bounds how many requests wait.
 //!
@@ -323,7 +323,7 @@ impl Inner {
         };
         let inner = self.clone();
         let answered = delivery.clone();
-        let worker = broker.container.spawn_worker_with(
+        let worker = broker.container.run_worker_with(
             &method.info,
             delivery.context_data(),
             bound.logged,
@@ -334,6 +334,7 @@ impl Inner {
             },
         );
         let inner = self.clone();
+        // One task per request, in which the worker runs (waiting there for its slot).
         self.tasks.spawn(async move {
             if let Err(aborted) = worker.await {
                 // The worker never replied: give the request back so another instance (or

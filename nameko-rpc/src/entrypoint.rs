@@ -214,7 +214,7 @@ where
             Ok(bound) => bound,
             Err(message) => return Ok(Err(RemoteError::incorrect_signature(message))),
         };
-        let worker = container.spawn_worker(&self.info, call.context_data, bound.logged, bound.run);
+        let worker = container.run_worker(&self.info, call.context_data, bound.logged, bound.run);
         Ok(worker.await?)
     }
 }
