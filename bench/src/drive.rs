@@ -3,19 +3,24 @@
 //! the load the comparison puts on it.
 //!
 //! It reuses the comparison's load generators unchanged, so what a profile shows is what the
-//! table measured. Events are left out: their measurement needs the handler's `done` line,
-//! which only a target started by the harness reports to it.
+//! table measured. Events are published for as long as asked, but not timed to their handling:
+//! that needs the handler's `done` line, which only a target started by the harness reports to
+//! it; the rate printed is the publisher's, which a handler that keeps up matches.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
 use crate::cpu::Meter;
+use crate::events::EventPublisher;
 use crate::harness::millis;
 use crate::http_load;
 use crate::latency::{Throughput, Window};
 use crate::rpc_client::RpcClient;
+
+/// Events dispatched between checks of the clock.
+const EVENT_BATCH: u64 = 1_000;
 
 /// What to drive.
 #[derive(Debug, clap::Args)]
@@ -36,6 +41,9 @@ pub(crate) struct DriveArgs {
     /// Send `GET /get/42` to this address over `--concurrency` connections
     #[arg(long, value_name = "HOST:PORT")]
     http: Option<SocketAddr>,
+    /// Dispatch events as this source service, to a handler of the benchmark's event type
+    #[arg(long, value_name = "SOURCE")]
+    events: Option<String>,
     /// Calls in flight or HTTP connections
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
@@ -54,8 +62,26 @@ pub(crate) async fn run(args: DriveArgs) -> Result<()> {
         .context("--seconds must be a positive number")?;
     let meter = args.pid.map(Meter::new);
     let opening = meter.map(|meter| meter.read());
-    let (what, measured) = match (&args.rpc, args.http) {
-        (Some(service), None) => {
+    let (what, measured) = match (&args.rpc, args.http, &args.events) {
+        (None, None, Some(source)) => {
+            let publisher = EventPublisher::connect(&args.amqp_uri).await?;
+            let started = Instant::now();
+            let mut completed = 0;
+            while started.elapsed() < duration {
+                // A batch no handler completes: the handlers never print `done`.
+                publisher.publish(source, EVENT_BATCH, u64::MAX).await?;
+                completed += EVENT_BATCH;
+            }
+            let window = started.elapsed();
+            let _ = publisher.close().await;
+            let rate = completed as f64 / window.as_secs_f64();
+            println!("{completed} events dispatched, {rate:.0}/s");
+            if let (Some(meter), Some(opening)) = (meter, opening) {
+                println!("{}", opening.per_operation(&meter.read(), completed));
+            }
+            return Ok(());
+        }
+        (Some(service), None, None) => {
             let client = RpcClient::connect(&args.amqp_uri).await?;
             let measured = if args.sequential {
                 client
@@ -78,14 +104,14 @@ pub(crate) async fn run(args: DriveArgs) -> Result<()> {
             let _ = client.close().await;
             ("calls", measured?)
         }
-        (None, Some(address)) => {
+        (None, Some(address), None) => {
             let window = Window::after(Duration::ZERO, duration);
             (
                 "requests",
                 http_load::run(address, args.concurrency, window).await?,
             )
         }
-        _ => bail!("give exactly one of --rpc SERVICE and --http HOST:PORT"),
+        _ => bail!("give exactly one of --rpc SERVICE, --http HOST:PORT and --events SOURCE"),
     };
     let rate = measured.per_second();
     let completed = measured.completed;

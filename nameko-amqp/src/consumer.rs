@@ -12,9 +12,13 @@
 //! the stream so that a stop signal can reach a consumer whose loop owns the stream.
 //!
 //! `Delivery` wraps lapin's delivery to give acknowledgements one error type and to turn
-//! "already settled" (which lapin reports as `Ok(false)`) into an error instead of silence.
+//! "already settled" into an error instead of silence. Its settlements go through the
+//! consumer's `Acknowledgements`, which folds consecutive acknowledgements into one
+//! `basic.ack multiple` under load.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use lapin::BasicProperties;
@@ -26,6 +30,7 @@ use lapin::types::{FieldTable, ShortString};
 use serde_json::{Map, Value};
 use tokio_stream::{Stream, StreamExt};
 
+use crate::acknowledgements::{Acknowledgements, Settlement};
 use crate::connection::Connection;
 use crate::error::{Error, Result, short_string};
 use crate::headers::decode_optional_context;
@@ -37,6 +42,7 @@ use crate::topology::{QueueSpec, declare_queue_on};
 pub struct Consumer {
     handle: ConsumerHandle,
     deliveries: lapin::Consumer,
+    acknowledgements: Arc<Acknowledgements>,
 }
 
 /// Stops a [`Consumer`] from another task. Cheap to clone.
@@ -76,6 +82,7 @@ impl Consumer {
             .map_err(|source| Error::amqp(format!("basic.consume `{}`", queue.name), source))?;
         tracing::debug!(queue = %queue.name, %tag, prefetch_count, "consuming");
         Ok(Self {
+            acknowledgements: Arc::new(Acknowledgements::new(channel.clone())),
             handle: ConsumerHandle {
                 connection: connection.clone(),
                 channel,
@@ -135,10 +142,19 @@ impl Stream for Consumer {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         Pin::new(&mut this.deliveries).poll_next(cx).map(|item| {
-            item.map(|delivery| {
-                delivery.map(Delivery::from).map_err(|source| {
-                    Error::amqp(format!("consuming `{}`", this.handle.queue), source)
-                })
+            item.map(|delivery| match delivery {
+                Ok(delivery) => {
+                    this.acknowledgements.delivered(delivery.delivery_tag);
+                    Ok(Delivery {
+                        inner: delivery,
+                        acknowledgements: Some(this.acknowledgements.clone()),
+                        settled: AtomicBool::new(false),
+                    })
+                }
+                Err(source) => Err(Error::amqp(
+                    format!("consuming `{}`", this.handle.queue),
+                    source,
+                )),
             })
         })
     }
@@ -187,13 +203,21 @@ impl ConsumerHandle {
 #[derive(Debug)]
 pub struct Delivery {
     inner: lapin::message::Delivery,
+    /// The books of the consumer that handed it out; `None` for a delivery wrapped by hand,
+    /// which settles through lapin's own acker.
+    acknowledgements: Option<Arc<Acknowledgements>>,
+    settled: AtomicBool,
 }
 
 impl From<lapin::message::Delivery> for Delivery {
     /// Wrap a lapin delivery; with `lapin::message::Delivery::mock` this makes deliveries for
     /// tests that need no broker.
     fn from(inner: lapin::message::Delivery) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            acknowledgements: None,
+            settled: AtomicBool::new(false),
+        }
     }
 }
 
@@ -286,45 +310,53 @@ impl Delivery {
             .map(ShortString::as_str)
     }
 
-    /// Acknowledge: the broker forgets the message.
+    /// Acknowledge: the broker forgets the message. Returns once the acknowledgement is on its
+    /// way to the broker, possibly folded with others into one `basic.ack multiple`.
     pub async fn ack(&self) -> Result<()> {
-        let sent = self.inner.acker.ack(BasicAckOptions::default()).await;
-        self.settled("basic.ack", sent)
+        self.settle(Settlement::Ack).await
     }
 
     /// Negatively acknowledge (`basic.nack`); with `requeue` the broker delivers it again,
     /// otherwise it is dropped or dead-lettered.
     pub async fn nack(&self, requeue: bool) -> Result<()> {
-        let options = BasicNackOptions {
-            multiple: false,
-            requeue,
-        };
-        let sent = self.inner.acker.nack(options).await;
-        self.settled("basic.nack", sent)
+        self.settle(Settlement::Nack { requeue }).await
     }
 
     /// Reject (`basic.reject`), as Nameko does to requeue on error or when the container is
     /// being killed.
     pub async fn reject(&self, requeue: bool) -> Result<()> {
-        let sent = self
-            .inner
-            .acker
-            .reject(BasicRejectOptions { requeue })
-            .await;
-        self.settled("basic.reject", sent)
+        self.settle(Settlement::Reject { requeue }).await
     }
 
-    fn settled(&self, operation: &'static str, sent: lapin::Result<bool>) -> Result<()> {
+    async fn settle(&self, settlement: Settlement) -> Result<()> {
+        let delivery_tag = self.inner.delivery_tag;
+        if self.settled.swap(true, Ordering::AcqRel) {
+            return Err(Error::AlreadySettled { delivery_tag });
+        }
+        if let Some(acknowledgements) = &self.acknowledgements {
+            return acknowledgements.settle(delivery_tag, settlement).await;
+        }
+        let acker = &self.inner.acker;
+        let sent = match settlement {
+            Settlement::Ack => acker.ack(BasicAckOptions::default()).await,
+            Settlement::Nack { requeue } => {
+                let options = BasicNackOptions {
+                    multiple: false,
+                    requeue,
+                };
+                acker.nack(options).await
+            }
+            Settlement::Reject { requeue } => acker.reject(BasicRejectOptions { requeue }).await,
+        };
         match sent {
             Ok(true) => Ok(()),
-            Ok(false) => Err(Error::AlreadySettled {
-                delivery_tag: self.inner.delivery_tag,
-            }),
-            Err(source) => Err(Error::amqp(operation, source)),
+            Ok(false) => Err(Error::AlreadySettled { delivery_tag }),
+            Err(source) => Err(Error::amqp(settlement.operation(), source)),
         }
     }
 
-    /// The lapin delivery inside.
+    /// The lapin delivery inside. Settle it through lapin from then on; until it is, the
+    /// consumer folds no acknowledgement across it.
     #[must_use]
     pub fn into_inner(self) -> lapin::message::Delivery {
         self.inner

@@ -55,6 +55,7 @@
 //! # }
 //! ```
 
+mod acknowledgements;
 mod backoff;
 mod connection;
 mod consumer;

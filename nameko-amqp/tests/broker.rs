@@ -567,3 +567,73 @@ async fn shared_connections_are_one_per_role() {
     reopened.close().await.unwrap();
     publisher.close().await.unwrap();
 }
+
+/// Acknowledgements are folded into `basic.ack multiple` where that is safe: whatever the order
+/// deliveries are settled in, a delivery still held is never acknowledged with the others, and
+/// a rejection in the middle of acknowledgements keeps its message.
+#[tokio::test]
+async fn folded_acknowledgements_never_take_an_unsettled_or_rejected_delivery_along() {
+    let Some(connection) = broker().await else {
+        return;
+    };
+    let topology = Topology::new(&connection).await.unwrap();
+    let queue = scratch_queue(&topology, "fold").await;
+    let publisher = Publisher::new(&connection).await.unwrap();
+    for index in 0..40 {
+        publisher
+            .publish(
+                "",
+                &queue,
+                index.to_string().as_bytes(),
+                PublishOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+
+    let mut consumer = Consumer::start(&connection, &scratch(&queue), 40)
+        .await
+        .unwrap();
+    let mut deliveries = Vec::new();
+    for _ in 0..40 {
+        deliveries.push(next_delivery(&mut consumer).await);
+    }
+    // Held: number 5. Rejected back to the queue: number 20. The rest are acknowledged all at
+    // once and out of order, so that many wait for the sender together and get folded.
+    let held = deliveries.remove(5);
+    let rejected = deliveries.remove(19);
+    assert_eq!((held.body(), rejected.body()), (&b"5"[..], &b"20"[..]));
+    let mut settling = tokio::task::JoinSet::new();
+    for delivery in deliveries.into_iter().rev() {
+        settling.spawn(async move { delivery.ack().await });
+    }
+    settling.spawn(async move { rejected.reject(true).await });
+    while let Some(settled) = settling.join_next().await {
+        settled.unwrap().unwrap();
+    }
+    // Closing the channel gives back what was not acknowledged: the held one, and the
+    // rejected one, which went back at once.
+    consumer.close().await.unwrap();
+    drop(held);
+
+    let mut again = Consumer::start(&connection, &scratch(&queue), 10)
+        .await
+        .unwrap();
+    let mut back = vec![
+        next_delivery(&mut again).await,
+        next_delivery(&mut again).await,
+    ];
+    back.sort_by_key(|delivery| delivery.body().len());
+    assert_eq!((back[0].body(), back[1].body()), (&b"5"[..], &b"20"[..]));
+    assert!(
+        timeout(QUIET, again.next()).await.is_err(),
+        "an acknowledged message came back"
+    );
+    for delivery in &back {
+        delivery.ack().await.unwrap();
+    }
+    again.close().await.unwrap();
+    let state = topology.inspect_queue(&queue).await.unwrap().unwrap();
+    assert_eq!(state.message_count, 0);
+    topology.delete_queue(&queue).await.unwrap();
+}
