@@ -14,9 +14,10 @@
 //! every request; a client that disconnects does not cut it short, since a dropped worker
 //! finishes in a task. The response travels out of the worker as soon as the method returns,
 //! so it is written before the dependencies' `worker_result` and `worker_teardown` hooks
-//! finish; the worker's result is the status code. As in Nameko, HTTP requests carry no context data in; the worker's arguments,
-//! for logs, are the method and path and the path values by name (`{"request": "GET /get/42",
-//! "value": 42}`), which is what `sensitive_arguments` can redact.
+//! finish; the worker's result is the status code. As in Nameko, HTTP requests carry no context
+//! data in; the worker's arguments, for logs, are the method and path and the path values by
+//! name (`{"request": "GET /get/42", "value": 42}`), which is what `sensitive_arguments` can
+//! redact.
 //!
 //! The entrypoint owns no socket. At setup it checks its method list and rule (a bad one fails
 //! the service's start, never a request) and hands its route to the container's
@@ -341,8 +342,8 @@ impl<H: HttpHandler> RouteHandler for HttpRoute<H> {
 }
 
 /// The response for a request whose worker ended without answering: the container stopped or
-/// was killed before it ran, or killed while it ran. (A panic in a dependency's hook, outside
-/// the handler, ends a worker the same way; the service cannot answer then either.)
+/// was killed before it ran, or killed while it ran, or a dependency's hook panicked before the
+/// handler answered.
 fn unanswered(info: &EntrypointInfo, aborted: WorkerAborted) -> Response {
     debug!(
         method = info.method_name(),
@@ -513,6 +514,61 @@ mod tests {
             "ClientDisconnected"
         );
         assert!(!ran.load(Ordering::SeqCst));
+        container.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_while_its_handler_runs_lets_the_handler_finish() {
+        let container = nameko_core::ServiceContainer::new(
+            nameko_core::Service::new("svc"),
+            nameko_core::Config::new(),
+        )
+        .unwrap();
+        container.start().await.unwrap();
+        let running = container.container().clone();
+        let mut events = running.subscribe_workers();
+
+        let (started_tx, started) = oneshot::channel::<()>();
+        let (release, released) = oneshot::channel::<()>();
+        let gates = Arc::new(std::sync::Mutex::new(Some((started_tx, released))));
+        let finished = Arc::new(AtomicBool::new(false));
+        let handler_finished = finished.clone();
+        let route = HttpRoute {
+            info: Arc::new(EntrypointInfo::new("http", "method")),
+            handler: Arc::new(move |_: Worker, _: Request| {
+                let (started_tx, released) = gates.lock().unwrap().take().unwrap();
+                let finished = handler_finished.clone();
+                async move {
+                    started_tx.send(()).unwrap();
+                    let _ = released.await;
+                    finished.store(true, Ordering::SeqCst);
+                    "done"
+                }
+            }),
+            container: running.clone(),
+            response_from_exception: None,
+            accepting: Arc::new(AtomicBool::new(true)),
+        };
+        let request = hyper::Request::builder()
+            .uri("/x")
+            .body(hyper::body::Bytes::new())
+            .unwrap();
+        let mut call = route.call(Request::from_http(request));
+        // Polled until the handler is under way, then dropped, as hyper drops a request's
+        // future when its client disconnects.
+        tokio::select! {
+            _ = &mut call => panic!("the handler cannot have answered yet"),
+            started = started => started.unwrap(),
+        }
+        drop(call);
+        release.send(()).unwrap();
+
+        let event = tokio::time::timeout(std::time::Duration::from_secs(10), events.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.result, Ok(Value::from(200)));
+        assert!(finished.load(Ordering::SeqCst));
         container.stop().await;
     }
 

@@ -605,3 +605,55 @@ async fn head_404_405_and_413_hold_through_a_container() {
 
     within(container.stop()).await;
 }
+
+/// A dependency whose `worker_teardown` waits until the test opens its gate.
+struct SlowTeardown {
+    gate: Arc<Semaphore>,
+    torn_down: Arc<AtomicUsize>,
+}
+
+impl nameko_core::Extension for SlowTeardown {}
+
+impl nameko_core::DependencyProvider for SlowTeardown {
+    type Dependency = ();
+
+    async fn get_dependency(
+        &self,
+        _: &nameko_core::WorkerContext,
+    ) -> Result<(), nameko_core::BoxError> {
+        Ok(())
+    }
+
+    async fn worker_teardown(&self, _: &nameko_core::WorkerContext) {
+        let _pass = self.gate.acquire().await.unwrap();
+        self.torn_down.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn the_response_leaves_before_a_slow_teardown_which_still_runs_to_its_end() {
+    let gate = Arc::new(Semaphore::new(0));
+    let torn_down = Arc::new(AtomicUsize::new(0));
+    let service = Service::new("slow_teardown")
+        .dependency(
+            "slow",
+            SlowTeardown {
+                gate: gate.clone(),
+                torn_down: torn_down.clone(),
+            },
+        )
+        .entrypoint(http("GET", "/quick", "quick", quick));
+    let (container, addr) = start(service, config()).await;
+    let mut events = container.container().subscribe_workers();
+
+    // The teardown is still waiting for the gate: the client has its answer regardless.
+    let reply = within(get(addr, "/quick")).await;
+    assert_eq!((reply.status, reply.text()), (200, "quick"));
+    assert_eq!(torn_down.load(Ordering::SeqCst), 0);
+
+    gate.add_permits(1);
+    let event = within(events.recv()).await.unwrap();
+    assert_eq!(event.result, Ok(json!(200)));
+    assert_eq!(torn_down.load(Ordering::SeqCst), 1);
+    within(container.stop()).await;
+}
