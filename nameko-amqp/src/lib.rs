@@ -13,8 +13,9 @@
 //!   a thread per connection;
 //! - [`Publisher`]: confirmed, pipelined publishing, with unroutable mandatory messages
 //!   reported as [`PublishError::Unroutable`];
-//! - [`Consumer`]: one queue, one channel, bounded prefetch, manual acks, and a cancel that
-//!   leaves in-flight deliveries acknowledgeable;
+//! - [`Consumer`]: one queue, one channel, bounded prefetch, manual acks (consecutive ones
+//!   folded into one `basic.ack multiple` under load, never across a delivery still being
+//!   worked on), and a cancel that leaves in-flight deliveries acknowledgeable;
 //! - [`RecoveringConsumer`]: a consumer that survives its connection: after a broker restart,
 //!   a network cut, missed heartbeats or a forced close it reconnects with [`Backoff`],
 //!   declares its [`Declarations`] again and resumes, and publishers reconnect on their next
