@@ -6,7 +6,9 @@
 //! all three targets run side by side (an idle target costs next to nothing) and every workload
 //! is measured in rounds, each round visiting floor, nameko-rs and Python in turn with short
 //! measurements; a figure is the median over rounds. A burst of outside load then spoils one
-//! round of every target rather than the whole measurement of one.
+//! round of every target rather than the whole measurement of one. Each round of sequential RPC
+//! also times the broker alone (the neutral client's request sent straight back to itself), the
+//! bound under every target's sequential latency on this machine.
 //!
 //! Every target gets fresh names (a uuid per run), so runs never meet each other or the tests,
 //! and everything the targets declared on the broker is deleted at the end. A workload that
@@ -264,14 +266,36 @@ impl Run {
     }
 }
 
+/// Everything a run measured.
+#[derive(Debug, Default)]
+pub(crate) struct Results {
+    pub(crate) targets: Vec<(Kind, Measured)>,
+    /// Round trips of the neutral client through the broker and straight back, with no
+    /// service at all, one set per round of the sequential RPC workload: the bound under every
+    /// target's sequential latency on this machine.
+    pub(crate) broker_alone: Vec<Summary>,
+}
+
+impl Results {
+    /// The median over rounds of the broker alone's median latency.
+    pub(crate) fn broker_alone_median(&self) -> Option<f64> {
+        median(
+            self.broker_alone
+                .iter()
+                .map(|latency| millis(latency.median)),
+        )
+    }
+}
+
 /// Measures every target.
-pub(crate) async fn run(settings: &Settings) -> Result<Vec<(Kind, Measured)>> {
+pub(crate) async fn run(settings: &Settings) -> Result<Results> {
     let admin = wire::connect(&settings.amqp_uri, "nameko-bench cleanup").await?;
     let mut runs = Vec::with_capacity(Kind::ALL.len());
     for kind in Kind::ALL {
         runs.push(start(kind, settings).await);
     }
-    let outcome = measure(settings, &mut runs).await;
+    let mut broker_alone = Vec::new();
+    let outcome = measure(settings, &mut runs, &mut broker_alone).await;
     let mut results = Vec::with_capacity(runs.len());
     for mut run in runs {
         if let Some(target) = run.target.take() {
@@ -284,7 +308,10 @@ pub(crate) async fn run(settings: &Settings) -> Result<Vec<(Kind, Measured)>> {
     }
     let _ = admin.close(200, "bye".into()).await;
     outcome?;
-    Ok(results)
+    Ok(Results {
+        targets: results,
+        broker_alone,
+    })
 }
 
 /// Starts a target `start_samples` times to time its start-up, keeps the last one running and
@@ -349,8 +376,13 @@ async fn start_into(run: &mut Run, settings: &Settings) -> Result<()> {
     Ok(())
 }
 
-/// Every workload, round after round, visiting each running target in turn.
-async fn measure(settings: &Settings, runs: &mut [Run]) -> Result<()> {
+/// Every workload, round after round, visiting each running target in turn; each round of
+/// sequential RPC also times the broker alone.
+async fn measure(
+    settings: &Settings,
+    runs: &mut [Run],
+    broker_alone: &mut Vec<Summary>,
+) -> Result<()> {
     let client = RpcClient::connect(&settings.amqp_uri).await?;
     let publisher = EventPublisher::connect(&settings.amqp_uri).await?;
     for workload in Workload::ALL {
@@ -379,6 +411,17 @@ async fn measure(settings: &Settings, runs: &mut [Run]) -> Result<()> {
                             .push(format!("{}: {error:#}", workload.key()));
                         run.failed.push(workload);
                     }
+                }
+            }
+            if workload == Workload::RpcSequential {
+                let alone = client.sequential_loopback(settings.duration).await?;
+                if let Some(latency) = alone.summary() {
+                    eprintln!(
+                        "broker alone: one trip through the broker and back, median {:.3} ms, p99 {:.3} ms",
+                        millis(latency.median),
+                        millis(latency.p99)
+                    );
+                    broker_alone.push(latency);
                 }
             }
         }

@@ -163,10 +163,19 @@ async fn run(args: RunArgs) -> Result<bool> {
              be noisy, ratios less so"
         );
     }
-    let measured = harness::run(&settings).await?;
-    let rows = report::rows(&measured, settings.concurrency);
+    let outcome = harness::run(&settings).await?;
+    let measured = &outcome.targets;
+    let broker_alone = outcome.broker_alone_median();
+    let rows = report::rows(measured, broker_alone, settings.concurrency);
     println!();
     print!("{}", report::table(&rows));
+    if broker_alone.is_some() {
+        println!(
+            "\n{}: the same request sent to the client's own reply queue, one trip through the \
+             broker and back with no service; no call through a service can be faster",
+            report::BROKER_ALONE
+        );
+    }
 
     let goals: Vec<_> = rows.iter().filter(|row| row.has_goal()).collect();
     let met = goals.iter().filter(|row| row.met() == Some(true)).count();
@@ -179,7 +188,7 @@ async fn run(args: RunArgs) -> Result<bool> {
 
     let results = report::json(
         &rows,
-        &measured,
+        measured,
         json!({
             "concurrency": settings.concurrency,
             "seconds": settings.duration.as_secs_f64(),

@@ -114,8 +114,13 @@ impl Row {
 /// A figure of one target's measurements.
 type Figure = fn(&Measured) -> Option<f64>;
 
-/// The rows of a run, from each target's measurements.
-pub(crate) fn rows(measured: &[(Kind, Measured)], concurrency: usize) -> Vec<Row> {
+/// The rows of a run, from each target's measurements and the broker alone's median
+/// round trip (see `RpcClient::loopback`).
+pub(crate) fn rows(
+    measured: &[(Kind, Measured)],
+    broker_alone: Option<f64>,
+    concurrency: usize,
+) -> Vec<Row> {
     use Goal::{AtMost, None as Info, RatioAtLeast as Least, RatioAtMost as Most};
     use Kind::{Floor, Python};
     use Quotient::{BaselineOverRs as Base, RsOverBaseline as Rs};
@@ -157,7 +162,7 @@ pub(crate) fn rows(measured: &[(Kind, Measured)], concurrency: usize) -> Vec<Row
             .find(|(candidate, _)| *candidate == kind)
             .and_then(|(_, measured)| figure(measured))
     };
-    specs
+    let mut rows: Vec<Row> = specs
         .into_iter()
         .map(|(workload, unit, figure, baseline, quotient, goal)| Row {
             workload: workload.to_owned(),
@@ -172,8 +177,28 @@ pub(crate) fn rows(measured: &[(Kind, Measured)], concurrency: usize) -> Vec<Row
             quotient,
             goal,
         })
-        .collect()
+        .collect();
+    // Beside the two sequential-median comparisons: the broker alone, the bound no framework
+    // gets under.
+    rows.insert(
+        2,
+        Row {
+            workload: "rpc one at a time, median".to_owned(),
+            unit: "ms",
+            nameko_rs: of(Kind::NamekoRs, median),
+            baseline: BROKER_ALONE,
+            baseline_value: broker_alone,
+            quotient: Rs,
+            goal: Info,
+        },
+    );
+    rows
 }
+
+/// The baseline name of the broker alone: the neutral client's request sent to its own reply
+/// queue, one trip through the broker and back with no service, which no call through a
+/// service can beat.
+pub(crate) const BROKER_ALONE: &str = "broker";
 
 /// Formats a figure for the table: latencies to the microsecond, rates as whole numbers.
 fn figure(value: Option<f64>, unit: &str) -> String {
@@ -363,6 +388,7 @@ mod tests {
                 (Kind::NamekoRs, measured(12, 9_000.0, Some(10 << 20))),
                 (Kind::Python, measured(30, 1_000.0, Some(60 << 20))),
             ],
+            Some(6.0),
             64,
         );
         let floor = find(&rows, "rpc one at a time, median", "floor");
@@ -376,6 +402,10 @@ mod tests {
         assert_eq!(find(&rows, "rpc 64 in flight", "python").met(), Some(true));
         assert_eq!(find(&rows, "idle memory", "python").met(), Some(true));
         assert_eq!(find(&rows, "start to ready", "python").met(), Some(true));
+        // The broker alone is shown for scale, with no verdict.
+        let broker = find(&rows, "rpc one at a time, median", BROKER_ALONE);
+        assert!((broker.ratio().unwrap() - 2.0).abs() < 1e-9);
+        assert!(!broker.has_goal());
     }
 
     #[test]
@@ -385,6 +415,7 @@ mod tests {
                 (Kind::Floor, measured(10, 10_000.0, None)),
                 (Kind::NamekoRs, measured(14, 7_000.0, Some(20 << 20))),
             ],
+            None,
             64,
         );
         assert_eq!(
@@ -406,6 +437,7 @@ mod tests {
                 (Kind::Floor, measured(10, 10_000.0, None)),
                 (Kind::NamekoRs, measured(10, 7_960.0, None)),
             ],
+            None,
             64,
         );
         rows.retain(|row| row.workload == "rpc 64 in flight" && row.baseline == "floor");
@@ -415,7 +447,7 @@ mod tests {
 
     #[test]
     fn http_rows_compare_with_bare_hyper() {
-        let rows = rows(&[], 64);
+        let rows = rows(&[], None, 64);
         assert!(
             rows.iter()
                 .any(|row| row.workload == "http 64 connections" && row.baseline == "hyper")

@@ -9,6 +9,9 @@
 //! and for the reply at the same time, as any client should (they are independent), so the
 //! round trip it measures is the service's and the broker's, not a serialised confirm wait.
 //!
+//! The same request sent to the client's own reply queue measures the broker alone
+//! ([`RpcClient::loopback`]): one trip through it and back, with no service.
+//!
 //! All calls of one client share one publishing channel. The neutral client never expects a
 //! returned message (every target's queue exists before it is called), so lapin's habit of
 //! attaching a return to whichever confirm comes next cannot mislead it; any return at all
@@ -109,8 +112,30 @@ impl RpcClient {
     /// One call of `<service>.echo`, checked: the broker must confirm it and the reply must
     /// carry the value sent and no error.
     pub(crate) async fn call(&self, service: &str) -> Result<()> {
+        let reply = self
+            .round_trip(&format!("{service}.{ECHO_METHOD}"), service)
+            .await?;
+        check_reply(&reply)
+    }
+
+    /// One request sent, exactly as [`Self::call`] sends it, to this client's own reply queue
+    /// instead of a service: the message crosses the broker once and comes straight back, and
+    /// the broker confirms it. No call through a service can be faster: it sends the same
+    /// request and waits for the same confirm, and its request must still reach the service and
+    /// the reply come back.
+    pub(crate) async fn loopback(&self) -> Result<()> {
+        let request = self.round_trip(&self.reply_to, "the broker alone").await?;
+        if request != request_body()? {
+            bail!("the request came back changed from the broker");
+        }
+        Ok(())
+    }
+
+    /// Publishes a request with `routing_key` and waits for the broker's confirm and for the
+    /// message that comes back with its correlation id, at the same time.
+    async fn round_trip(&self, routing_key: &str, target: &str) -> Result<Vec<u8>> {
         let correlation_id = Uuid::new_v4().to_string();
-        let body = serde_json::to_vec(&json!({"args": [ECHOED], "kwargs": {}}))?;
+        let body = request_body()?;
         let mut headers = FieldTable::default();
         headers.insert(
             "nameko.call_id_stack".into(),
@@ -130,7 +155,7 @@ impl RpcClient {
                 .publisher
                 .basic_publish(
                     RPC_EXCHANGE.into(),
-                    format!("{service}.{ECHO_METHOD}").into(),
+                    routing_key.into(),
                     BasicPublishOptions {
                         mandatory: true,
                         immediate: false,
@@ -143,7 +168,7 @@ impl RpcClient {
                 match confirm.await? {
                     Confirmation::Ack(None) => Ok(()),
                     Confirmation::Ack(Some(returned)) => Err(anyhow!(
-                        "the broker returned the request to `{service}` ({} {})",
+                        "the broker returned the request to `{target}` ({} {})",
                         returned.reply_code,
                         returned.reply_text
                     )),
@@ -154,11 +179,11 @@ impl RpcClient {
             let replied = async {
                 tokio::time::timeout(CALL_TIMEOUT, reply)
                     .await
-                    .map_err(|_| anyhow!("no reply from `{service}` within {CALL_TIMEOUT:?}"))?
+                    .map_err(|_| anyhow!("no reply from `{target}` within {CALL_TIMEOUT:?}"))?
                     .map_err(|_| anyhow!("the reply consumer stopped"))
             };
-            let ((), body) = tokio::try_join!(confirmed, replied)?;
-            check_reply(&body)
+            let ((), reply) = tokio::try_join!(confirmed, replied)?;
+            Ok(reply)
         }
         .await;
         if outcome.is_err() {
@@ -182,6 +207,18 @@ impl RpcClient {
         while Instant::now() < end {
             let started = Instant::now();
             self.call(service).await?;
+            latencies.record(started.elapsed());
+        }
+        Ok(latencies)
+    }
+
+    /// [`Self::loopback`]s one at a time, as many as fit in `duration`.
+    pub(crate) async fn sequential_loopback(&self, duration: Duration) -> Result<Latencies> {
+        let mut latencies = Latencies::default();
+        let end = Instant::now() + duration;
+        while Instant::now() < end {
+            let started = Instant::now();
+            self.loopback().await?;
             latencies.record(started.elapsed());
         }
         Ok(latencies)
@@ -268,6 +305,13 @@ async fn route_replies(mut consumer: Consumer, pending: Pending) {
             break;
         }
     }
+}
+
+/// What every request carries: Nameko's `(args, kwargs)` with the echoed value.
+fn request_body() -> Result<Vec<u8>> {
+    Ok(serde_json::to_vec(
+        &json!({"args": [ECHOED], "kwargs": {}}),
+    )?)
 }
 
 /// A reply must be `{"result": <the value sent>, "error": null}`.
