@@ -414,7 +414,14 @@ async fn measure(
                 }
             }
             if workload == Workload::RpcSequential {
-                let alone = client.sequential_loopback(settings.duration).await?;
+                // Shown for scale only: a failure is reported and the run goes on without it.
+                let alone = match client.sequential_loopback(settings.duration).await {
+                    Ok(alone) => alone,
+                    Err(error) => {
+                        eprintln!("broker alone: {error:#}");
+                        continue;
+                    }
+                };
                 if let Some(latency) = alone.summary() {
                     eprintln!(
                         "broker alone: one trip through the broker and back, median {:.3} ms, p99 {:.3} ms",
