@@ -6,7 +6,6 @@
 //! implements the public trait, boxing the futures once, as axum's `boxed.rs` does for handlers.
 //! None of this is public: users never see a boxed future.
 
-use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -64,13 +63,7 @@ impl<T: Entrypoint> DynEntrypoint for T {
     }
 }
 
-pub(crate) type AnyDependency = Box<dyn Any + Send + Sync>;
-
 pub(crate) trait DynDependencyProvider: DynExtension {
-    fn get_dependency<'a>(
-        &'a self,
-        worker: &'a WorkerContext,
-    ) -> BoxFuture<'a, Result<AnyDependency, BoxError>>;
     fn worker_setup<'a>(&'a self, worker: &'a WorkerContext) -> BoxFuture<'a, ()>;
     fn worker_result<'a>(
         &'a self,
@@ -81,15 +74,6 @@ pub(crate) trait DynDependencyProvider: DynExtension {
 }
 
 impl<T: DependencyProvider> DynDependencyProvider for T {
-    fn get_dependency<'a>(
-        &'a self,
-        worker: &'a WorkerContext,
-    ) -> BoxFuture<'a, Result<AnyDependency, BoxError>> {
-        Box::pin(async move {
-            let value = DependencyProvider::get_dependency(self, worker).await?;
-            Ok(Box::new(value) as AnyDependency)
-        })
-    }
     fn worker_setup<'a>(&'a self, worker: &'a WorkerContext) -> BoxFuture<'a, ()> {
         Box::pin(DependencyProvider::worker_setup(self, worker))
     }

@@ -15,7 +15,7 @@
 //!
 //! The lifecycle follows Nameko's order. Start: every dependency, entrypoint, then shared
 //! extension is set up, then started. Graceful stop: entrypoints stop, running workers finish,
-//! dependencies stop, shared extensions stop, managed tasks end. A worker runs `get_dependency`,
+//! dependencies stop, shared extensions stop, managed tasks end. A worker runs
 //! `worker_setup`, the method, the entrypoint's result handling (an RPC reply), `worker_result`,
 //! `worker_teardown`. A panicking or failing method is an error for that one call only.
 //!
@@ -30,7 +30,7 @@ use tokio::sync::{Semaphore, TryAcquireError, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
-use crate::boxed::{DynDependencyProvider, DynEntrypoint, DynExtension};
+use crate::boxed::{DynEntrypoint, DynExtension};
 use crate::catch_unwind::CatchUnwind;
 use crate::config::Config;
 use crate::context::{ContextData, WorkerContext};
@@ -39,8 +39,8 @@ use crate::error::{ContainerError, WorkerAborted};
 use crate::extension::{BoxError, SharedExtension};
 use crate::remote_error::{HANDLER_PANICKED, RemoteError};
 use crate::running_worker::RunningWorker;
-use crate::service::Service;
-use crate::worker::{Dependencies, Worker, WorkerResult};
+use crate::service::{AnyService, NamedProvider};
+use crate::worker::{ServiceState, Worker, WorkerResult};
 
 /// Where a container is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,12 +84,14 @@ struct SharedEntry {
 #[derive(Default)]
 struct Extensions {
     entrypoints: Vec<Arc<dyn DynEntrypoint>>,
-    dependencies: Vec<(String, Arc<dyn DynDependencyProvider>)>,
+    dependencies: Vec<NamedProvider>,
     shared: Vec<SharedEntry>,
 }
 
 struct Inner {
     service_name: Arc<str>,
+    /// The service's state, shared by every worker; each entrypoint knows its type.
+    service_state: Arc<dyn Any + Send + Sync>,
     config: Config,
     parent_calls_tracked: usize,
     max_workers: usize,
@@ -189,7 +191,7 @@ impl Container {
     /// (headers, `nameko.` prefix removed); `args` are the call's arguments for logging. An
     /// entrypoint that awaits the worker anyway, in a task it has, saves the spawn with
     /// [`Self::run_worker`].
-    pub fn spawn_worker<M, MF>(
+    pub fn spawn_worker<S: ServiceState + ?Sized, M, MF>(
         &self,
         entrypoint: &Arc<EntrypointInfo>,
         context_data: ContextData,
@@ -197,7 +199,7 @@ impl Container {
         method: M,
     ) -> impl Future<Output = Result<WorkerResult, WorkerAborted>> + Send + 'static
     where
-        M: FnOnce(Worker) -> MF + Send + 'static,
+        M: FnOnce(Worker<S>) -> MF + Send + 'static,
         MF: Future<Output = WorkerResult> + Send + 'static,
     {
         self.spawn_worker_with(entrypoint, context_data, args, method, keep_result)
@@ -206,7 +208,7 @@ impl Container {
     /// Like [`Self::spawn_worker`], with the entrypoint's own result handling run between the
     /// method and the dependencies' `worker_result` hooks, as Nameko's `handle_result` is: an RPC
     /// entrypoint sends its reply and acknowledges the request there.
-    pub fn spawn_worker_with<M, MF, H, HF>(
+    pub fn spawn_worker_with<S: ServiceState + ?Sized, M, MF, H, HF>(
         &self,
         entrypoint: &Arc<EntrypointInfo>,
         context_data: ContextData,
@@ -215,7 +217,7 @@ impl Container {
         handle_result: H,
     ) -> impl Future<Output = Result<WorkerResult, WorkerAborted>> + Send + 'static
     where
-        M: FnOnce(Worker) -> MF + Send + 'static,
+        M: FnOnce(Worker<S>) -> MF + Send + 'static,
         MF: Future<Output = WorkerResult> + Send + 'static,
         H: FnOnce(Arc<WorkerContext>, WorkerResult) -> HF + Send + 'static,
         HF: Future<Output = WorkerResult> + Send + 'static,
@@ -232,7 +234,7 @@ impl Container {
     /// request's own future), the container tracks it and a kill aborts it. If the future is
     /// dropped before the worker ended, the worker is not cancelled: it goes on in a task of its
     /// own (see [`RunningWorker`]).
-    pub fn run_worker<M, MF>(
+    pub fn run_worker<S: ServiceState + ?Sized, M, MF>(
         &self,
         entrypoint: &Arc<EntrypointInfo>,
         context_data: ContextData,
@@ -240,7 +242,7 @@ impl Container {
         method: M,
     ) -> RunningWorker
     where
-        M: FnOnce(Worker) -> MF + Send + 'static,
+        M: FnOnce(Worker<S>) -> MF + Send + 'static,
         MF: Future<Output = WorkerResult> + Send + 'static,
     {
         self.run_worker_with(entrypoint, context_data, args, method, keep_result)
@@ -248,7 +250,7 @@ impl Container {
 
     /// Like [`Self::run_worker`], with the entrypoint's own result handling (see
     /// [`Self::spawn_worker_with`]).
-    pub fn run_worker_with<M, MF, H, HF>(
+    pub fn run_worker_with<S: ServiceState + ?Sized, M, MF, H, HF>(
         &self,
         entrypoint: &Arc<EntrypointInfo>,
         context_data: ContextData,
@@ -257,7 +259,7 @@ impl Container {
         handle_result: H,
     ) -> RunningWorker
     where
-        M: FnOnce(Worker) -> MF + Send + 'static,
+        M: FnOnce(Worker<S>) -> MF + Send + 'static,
         MF: Future<Output = WorkerResult> + Send + 'static,
         H: FnOnce(Arc<WorkerContext>, WorkerResult) -> HF + Send + 'static,
         HF: Future<Output = WorkerResult> + Send + 'static,
@@ -329,23 +331,14 @@ impl Container {
         lock(&self.inner.extensions).entrypoints.clone()
     }
 
-    pub(crate) fn edit_extensions<R>(
+    pub(crate) fn edit_entrypoints<R>(
         &self,
-        edit: impl FnOnce(
-            &mut Vec<Arc<dyn DynEntrypoint>>,
-            &mut Vec<(String, Arc<dyn DynDependencyProvider>)>,
-        ) -> R,
+        edit: impl FnOnce(&mut Vec<Arc<dyn DynEntrypoint>>) -> R,
     ) -> R {
-        let mut extensions = lock(&self.inner.extensions);
-        let Extensions {
-            entrypoints,
-            dependencies,
-            ..
-        } = &mut *extensions;
-        edit(entrypoints, dependencies)
+        edit(&mut lock(&self.inner.extensions).entrypoints)
     }
 
-    fn dependencies(&self) -> Vec<(String, Arc<dyn DynDependencyProvider>)> {
+    fn dependencies(&self) -> Vec<NamedProvider> {
         lock(&self.inner.extensions).dependencies.clone()
     }
 
@@ -358,7 +351,7 @@ impl Container {
     }
 }
 
-async fn run_worker<M, MF, H, HF>(
+async fn run_worker<S: ServiceState + ?Sized, M, MF, H, HF>(
     inner: Arc<Inner>,
     entrypoint: Arc<EntrypointInfo>,
     context_data: ContextData,
@@ -367,7 +360,7 @@ async fn run_worker<M, MF, H, HF>(
     handle_result: H,
 ) -> Result<WorkerResult, WorkerAborted>
 where
-    M: FnOnce(Worker) -> MF + Send + 'static,
+    M: FnOnce(Worker<S>) -> MF + Send + 'static,
     MF: Future<Output = WorkerResult> + Send + 'static,
     H: FnOnce(Arc<WorkerContext>, WorkerResult) -> HF + Send + 'static,
     HF: Future<Output = WorkerResult> + Send + 'static,
@@ -399,29 +392,15 @@ where
         inner.parent_calls_tracked,
     ));
     let providers = container.dependencies();
-
-    let mut injected = Dependencies::new();
-    let mut failure = None;
-    for (name, provider) in &providers {
-        match provider.get_dependency(&context).await {
-            Ok(value) => injected.insert_boxed(name.clone(), value),
-            Err(err) => {
-                failure = Some(RemoteError::new(
-                    "DependencyError",
-                    "nameko_rs.DependencyError",
-                    format!("dependency `{name}` failed: {err}"),
-                ));
-                break;
-            }
-        }
-    }
     for (_, provider) in &providers {
         provider.worker_setup(&context).await;
     }
 
-    let result = match failure {
-        Some(err) => Err(err),
-        None => run_method(method(Worker::new(context.clone(), injected))).await,
+    let result = match S::from_any(inner.service_state.clone()) {
+        Some(state) => run_method(method(Worker::new(context.clone(), state))).await,
+        // `Service<S>::entrypoint` only takes entrypoints for its own state, so this needs an
+        // entrypoint that calls the container with a state type of its own making.
+        None => Err(RemoteError::state_mismatch::<S>()),
     };
     if let Err(err) = &result {
         let args = context.redacted_args();
@@ -484,7 +463,8 @@ pub struct ServiceContainer {
 
 impl ServiceContainer {
     /// A container for `service`, reading `max_workers` and `parent_calls_tracked` from `config`.
-    pub fn new(service: Service, config: Config) -> Result<Self, ContainerError> {
+    pub fn new(service: impl Into<AnyService>, config: Config) -> Result<Self, ContainerError> {
+        let service = service.into();
         let definition = |message: String| ContainerError::Definition {
             service: service.name.to_string(),
             message,
@@ -492,16 +472,11 @@ impl ServiceContainer {
         if service.name.trim().is_empty() {
             return Err(definition("a service needs a non-empty name".into()));
         }
-        let mut seen = std::collections::HashSet::new();
-        for (name, _) in &service.dependencies {
-            if !seen.insert(name.as_str()) {
-                return Err(definition(format!("two dependencies are named `{name}`")));
-            }
-        }
         let max_workers = config.max_workers()?;
         let parent_calls_tracked = config.parent_calls_tracked()?;
         let inner = Inner {
             service_name: service.name.clone(),
+            service_state: service.state,
             config,
             parent_calls_tracked,
             max_workers,

@@ -1,40 +1,37 @@
-//! Dependency providers: what a service method gets injected (Nameko's class attributes such as
-//! `other = RpcProxy("other")`).
+//! Dependency providers: the extensions behind a service's state (Nameko's class attributes such
+//! as `other = RpcProxy("other")`).
 //!
-//! A provider is registered on a [`Service`](crate::Service) under a name (Nameko's `attr_name`)
-//! and, for every worker, hands over a value through [`DependencyProvider::get_dependency`]; the
-//! handler reaches it with [`Worker::dependency`](crate::Worker::dependency). The per-worker hooks
-//! run in Nameko's order around the method: `get_dependency`, `worker_setup`, the method and the
-//! entrypoint's result handling, `worker_result`, `worker_teardown`.
+//! A service keeps its dependencies as typed fields of its state
+//! ([`Service::with_state`](crate::Service::with_state)). A field whose value needs the
+//! container's lifecycle (a connection opened at `setup`, closed at `stop`) or hooks around every
+//! worker is a provider: registered through [`Dependencies::add`](crate::Dependencies::add), which
+//! gives the container a clone of it to drive and hands the other clone back for the state. So a
+//! provider is a cheap-clone handle over shared state (an `Arc` inside), as axum's state is.
 //!
-//! Unlike Python Nameko, a failing `get_dependency` fails only that worker (its caller gets the
-//! error); it never kills the container.
+//! Nameko's `get_dependency(worker_ctx)` made a value per worker and injected it. Here a handler
+//! asks its provider for one with the worker in hand (`self.db.session(&worker)`), and the
+//! provider can keep what it made per call id and clean it up in
+//! [`worker_teardown`](DependencyProvider::worker_teardown): the value is explicit at the call
+//! site and costs nothing for workers that never ask. The per-worker hooks run in Nameko's order
+//! around the method: `worker_setup`, the method and the entrypoint's result handling,
+//! `worker_result`, `worker_teardown`.
 
 use std::future::Future;
 
 use crate::context::WorkerContext;
-use crate::extension::{BoxError, Extension};
+use crate::extension::Extension;
 use crate::worker::WorkerResult;
 
-/// A dependency provider: injects a value into every worker and observes its lifecycle.
+/// An extension the container drives on behalf of a service's state, with hooks around every
+/// worker. Every hook has a no-op default.
 pub trait DependencyProvider: Extension {
-    /// What handlers receive. Usually a cheap-clone handle over an `Arc`.
-    type Dependency: Send + Sync + 'static;
-
-    /// Produces the value for one worker.
-    fn get_dependency(
-        &self,
-        worker: &WorkerContext,
-    ) -> impl Future<Output = Result<Self::Dependency, BoxError>> + Send;
-
     /// Runs before the method.
     fn worker_setup(&self, worker: &WorkerContext) -> impl Future<Output = ()> + Send {
         let _ = worker;
         async {}
     }
 
-    /// Runs after the method and the entrypoint's result handling (so an RPC reply has already
-    /// been sent), with the result.
+    /// Runs after the method and the entrypoint's result handling, with the worker's result.
     fn worker_result(
         &self,
         worker: &WorkerContext,

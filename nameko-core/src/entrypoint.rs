@@ -5,6 +5,11 @@
 //! and added to a [`Service`](crate::Service). Each one carries an [`EntrypointInfo`]: the method
 //! name a Nameko user would recognise, plus the two options every Nameko entrypoint accepts,
 //! `expected_exceptions` and `sensitive_arguments`.
+//!
+//! An entrypoint names the service state its handler expects ([`Entrypoint::State`]), and
+//! [`Service::entrypoint`](crate::Service::entrypoint) accepts only entrypoints for its own state:
+//! a handler taking `Worker<Orders>` cannot be added to a `Service<Payments>`. The state type is
+//! inferred from the handler's first parameter, so nobody writes it out.
 
 use std::future::Future;
 
@@ -95,7 +100,16 @@ pub struct DirectCall {
 }
 
 /// An entrypoint: an extension that spawns workers for one service method.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an entrypoint",
+    note = "entrypoints are built by `rpc(..)`, `event_handler(..)`, `http(..)`, `timer(..)`; \
+            a handler is `async fn(Worker<S>, ..) -> R` where `S` is the service's state"
+)]
 pub trait Entrypoint: Extension {
+    /// The service state its handler reads through [`Worker::service`](crate::Worker::service)
+    /// (`()` for a stateless service).
+    type State: Send + Sync + 'static;
+
     /// The method name and options.
     fn info(&self) -> &std::sync::Arc<EntrypointInfo>;
 

@@ -1,49 +1,12 @@
 //! The core's error types, one enum per thing that can fail.
 //!
-//! Errors that can reach a remote caller (a missing dependency inside a handler) convert into
-//! [`RemoteError`]; errors of the container's own lifecycle stay Rust errors with their cause
+//! Errors of the container's own lifecycle stay Rust errors with their cause
 //! attached. Messages say what was expected and what was found.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::extension::BoxError;
-use crate::remote_error::{IntoRemoteError, RemoteError};
-
-/// A handler asked for a dependency the worker does not have.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-pub enum DependencyError {
-    /// No dependency provider is registered under this name.
-    #[error("no dependency named `{name}` is registered on this service")]
-    Missing {
-        /// The name asked for.
-        name: String,
-    },
-    /// The dependency exists but injects another type.
-    #[error("dependency `{name}` is not a `{expected}`")]
-    WrongType {
-        /// The name asked for.
-        name: String,
-        /// The type asked for.
-        expected: &'static str,
-    },
-}
-
-impl IntoRemoteError for DependencyError {
-    fn into_remote_error(self) -> RemoteError {
-        RemoteError::new(
-            "DependencyError",
-            "nameko_rs.DependencyError",
-            self.to_string(),
-        )
-    }
-}
-
-impl From<DependencyError> for RemoteError {
-    fn from(err: DependencyError) -> Self {
-        err.into_remote_error()
-    }
-}
 
 /// Why a container failed or stopped with an error. Cheap to clone so that every waiter sees it.
 #[derive(Debug, thiserror::Error, Clone)]

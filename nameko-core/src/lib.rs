@@ -69,13 +69,13 @@ pub use context::{
 };
 pub use dependency::DependencyProvider;
 pub use entrypoint::{DirectCall, Entrypoint, EntrypointInfo};
-pub use error::{ConfigError, ContainerError, DependencyError, RunnerError, WorkerAborted};
+pub use error::{ConfigError, ContainerError, RunnerError, WorkerAborted};
 pub use extension::{BoxError, Extension, SharedExtension};
 pub use remote_error::{
     GENERIC_ERROR, HANDLER_PANICKED, INCORRECT_SIGNATURE, IntoRemoteError, MALFORMED_REQUEST,
-    METHOD_NOT_FOUND, RemoteError, UNSERIALIZABLE_VALUE, safe_for_serialization,
+    METHOD_NOT_FOUND, RemoteError, STATE_MISMATCH, UNSERIALIZABLE_VALUE, safe_for_serialization,
 };
 pub use runner::ServiceRunner;
 pub use running_worker::RunningWorker;
-pub use service::Service;
-pub use worker::{Dependencies, IntoWorkerResult, Worker, WorkerResult};
+pub use service::{AnyService, Dependencies, Service};
+pub use worker::{AnyWorker, IntoWorkerResult, ServiceState, Worker, WorkerResult};

@@ -27,6 +27,8 @@ pub const UNSERIALIZABLE_VALUE: &str = "nameko.exceptions.UnserializableValueErr
 pub const GENERIC_ERROR: &str = "nameko_rs.Error";
 /// `exc_path` of a handler that panicked.
 pub const HANDLER_PANICKED: &str = "nameko_rs.HandlerPanicked";
+/// The `exc_path` of [`RemoteError::state_mismatch`].
+pub const STATE_MISMATCH: &str = "nameko_rs.StateMismatch";
 
 /// An error as it crosses the wire: exactly the four fields Python Nameko serialises.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +78,20 @@ impl RemoteError {
     /// `IncorrectSignature(<message>)`: missing, extra or ill-typed arguments.
     pub fn incorrect_signature(message: impl Into<String>) -> Self {
         Self::new("IncorrectSignature", INCORRECT_SIGNATURE, message)
+    }
+
+    /// `StateMismatch`: a worker started over another service's state than its handler reads.
+    /// `Service<S>::entrypoint` rules it out; an entrypoint that erases state types answers
+    /// with this rather than panicking.
+    pub fn state_mismatch<S: ?Sized>() -> Self {
+        Self::new(
+            "StateMismatch",
+            STATE_MISMATCH,
+            format!(
+                "the entrypoint expects service state `{}`, which is not this service's",
+                std::any::type_name::<S>()
+            ),
+        )
     }
 
     /// `MalformedRequest(<message>)`: a request body Nameko cannot read.

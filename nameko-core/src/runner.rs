@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::container::ServiceContainer;
 use crate::error::RunnerError;
-use crate::service::Service;
+use crate::service::AnyService;
 
 /// Runs several services in one process.
 #[derive(Debug, Default)]
@@ -29,7 +29,8 @@ impl ServiceRunner {
     }
 
     /// Adds a service; its container is built now, so configuration errors surface here.
-    pub fn add_service(&mut self, service: Service) -> Result<(), RunnerError> {
+    pub fn add_service(&mut self, service: impl Into<AnyService>) -> Result<(), RunnerError> {
+        let service = service.into();
         if self
             .containers
             .iter()

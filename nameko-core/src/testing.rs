@@ -1,17 +1,20 @@
 //! Testing helpers, Nameko's `nameko.testing` for Rust.
 //!
-//! - [`worker_factory`]: a [`Worker`] for calling a handler directly with replaced dependencies,
-//!   for unit tests of service logic without a container.
+//! - [`worker_factory`]: a [`Worker`] for calling a handler directly, for unit tests of service
+//!   logic without a container. To replace a dependency (Nameko's `MagicMock` by attribute name),
+//!   build the service's state with a fake: the state is a struct of yours, so a fake is just
+//!   another value of a field's type (`RpcProxy::stub(..)`, `EventDispatcher::recording()`).
 //! - [`entrypoint_hook`]: runs one entrypoint through a running container, with the full
 //!   dependency lifecycle, and returns its result.
 //! - [`entrypoint_waiter`]: waits until a worker of an entrypoint has finished its teardown.
-//! - [`replace_dependencies`] and [`restrict_entrypoints`]: edit a container before it starts.
+//! - [`restrict_entrypoints`]: edits a container before it starts.
 //! - [`dummy`] and [`once`]: test entrypoints that fire only when hooked, or once at start.
 //!
 //! Everything waits on events with a timeout (30 seconds by default, as Nameko's helpers do) and
 //! fails with a [`TestingError`] rather than hanging.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,11 +23,10 @@ use tokio::sync::broadcast;
 
 use crate::container::{Container, ContainerState, ServiceContainer, WorkerEvent};
 use crate::context::{ContextData, WorkerContext};
-use crate::dependency::DependencyProvider;
 use crate::entrypoint::{DirectCall, Entrypoint, EntrypointInfo};
 use crate::extension::{BoxError, Extension};
 use crate::service::Service;
-use crate::worker::{Dependencies, IntoWorkerResult, Worker, WorkerResult};
+use crate::worker::{IntoWorkerResult, Worker, WorkerResult};
 
 /// How long the helpers wait by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,14 +42,6 @@ pub enum TestingError {
         /// The method asked for.
         method: String,
     },
-    /// The service has no dependency of this name.
-    #[error("service `{service}` has no dependency named `{name}`")]
-    UnknownDependency {
-        /// The service.
-        service: String,
-        /// The name asked for.
-        name: String,
-    },
     /// The container was already started; edit it before starting.
     #[error("service `{0}` is already started; replace or restrict before starting it")]
     AlreadyStarted(String),
@@ -62,41 +56,28 @@ pub enum TestingError {
     Call(BoxError),
 }
 
-/// Builds [`Worker`]s for calling handlers directly, with dependencies of your choosing.
-#[derive(Debug)]
-pub struct WorkerFactory {
+/// Builds [`Worker`]s for calling handlers directly, over a service's state.
+pub struct WorkerFactory<S> {
     service: String,
-    known: Vec<String>,
-    dependencies: Dependencies,
+    state: Arc<S>,
     context_data: ContextData,
 }
 
-/// Starts a [`WorkerFactory`] for `service`; only the service's own dependency names can be
-/// replaced, as Nameko's `worker_factory` refuses unknown names.
-pub fn worker_factory(service: &Service) -> WorkerFactory {
+/// Starts a [`WorkerFactory`] over `service`'s own state; build the service with fakes in its
+/// state to call a handler against them.
+pub fn worker_factory<S: Send + Sync + 'static>(service: &Service<S>) -> WorkerFactory<S> {
     WorkerFactory {
         service: service.name().to_owned(),
-        known: service.dependency_names().map(str::to_owned).collect(),
-        dependencies: Dependencies::new(),
+        state: service.state().clone(),
         context_data: ContextData::new(),
     }
 }
 
-impl WorkerFactory {
-    /// Injects `value` under the dependency name `name`.
-    pub fn replace<T: Send + Sync + 'static>(
-        mut self,
-        name: &str,
-        value: T,
-    ) -> Result<Self, TestingError> {
-        if !self.known.iter().any(|k| k == name) {
-            return Err(TestingError::UnknownDependency {
-                service: self.service,
-                name: name.to_owned(),
-            });
-        }
-        self.dependencies.insert(name, value);
-        Ok(self)
+impl<S> WorkerFactory<S> {
+    /// Uses `state` instead of the service's own.
+    pub fn state(mut self, state: S) -> Self {
+        self.state = Arc::new(state);
+        self
     }
 
     /// Context data the worker sees.
@@ -106,15 +87,24 @@ impl WorkerFactory {
     }
 
     /// A worker for `method`.
-    pub fn worker(self, method: &str) -> Worker {
+    pub fn worker(&self, method: &str) -> Worker<S> {
         let context = WorkerContext::new(
-            self.service.into(),
+            self.service.as_str().into(),
             Arc::new(EntrypointInfo::new("test", method)),
-            self.context_data,
+            self.context_data.clone(),
             Value::Null,
             crate::config::DEFAULT_PARENT_CALLS_TRACKED,
         );
-        Worker::new(Arc::new(context), self.dependencies)
+        Worker::new(Arc::new(context), self.state.clone())
+    }
+}
+
+impl<S> std::fmt::Debug for WorkerFactory<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerFactory")
+            .field("service", &self.service)
+            .field("context_data", &self.context_data)
+            .finish_non_exhaustive()
     }
 }
 
@@ -268,42 +258,6 @@ impl EntrypointWaiter {
     }
 }
 
-/// A dependency provider that injects clones of a fixed value: what
-/// [`replace_dependencies`] puts in place of the real provider.
-#[derive(Debug, Clone)]
-pub struct Replacement<T>(pub T);
-
-impl<T: Clone + Send + Sync + 'static> Extension for Replacement<T> {}
-
-impl<T: Clone + Send + Sync + 'static> DependencyProvider for Replacement<T> {
-    type Dependency = T;
-
-    async fn get_dependency(&self, _: &WorkerContext) -> Result<T, BoxError> {
-        Ok(self.0.clone())
-    }
-}
-
-/// Replaces the dependency `name` of a container that has not started with one that injects
-/// clones of `value`.
-pub fn replace_dependencies<T: Clone + Send + Sync + 'static>(
-    container: &ServiceContainer,
-    name: &str,
-    value: T,
-) -> Result<(), TestingError> {
-    ensure_not_started(container)?;
-    container.container().edit_extensions(|_, dependencies| {
-        let slot = dependencies
-            .iter_mut()
-            .find(|(n, _)| n == name)
-            .ok_or_else(|| TestingError::UnknownDependency {
-                service: container.service_name().to_owned(),
-                name: name.to_owned(),
-            })?;
-        slot.1 = Arc::new(Replacement(value));
-        Ok(())
-    })
-}
-
 /// Disables every entrypoint of a container that has not started, except those bound to
 /// `methods`.
 pub fn restrict_entrypoints(
@@ -311,7 +265,7 @@ pub fn restrict_entrypoints(
     methods: &[&str],
 ) -> Result<(), TestingError> {
     ensure_not_started(container)?;
-    container.container().edit_extensions(|entrypoints, _| {
+    container.container().edit_entrypoints(|entrypoints| {
         for method in methods {
             if !entrypoints
                 .iter()
@@ -338,38 +292,45 @@ fn ensure_not_started(container: &ServiceContainer) -> Result<(), TestingError> 
 }
 
 /// An entrypoint that fires only when called through [`entrypoint_hook`] (Nameko's `dummy`).
-pub struct Dummy<H> {
+pub struct Dummy<S, H> {
     info: Arc<EntrypointInfo>,
     handler: H,
+    state: PhantomData<fn() -> S>,
 }
 
 /// A [`Dummy`] entrypoint for `method`, running `handler(worker, call)`.
-pub fn dummy<H, F>(method: &str, handler: H) -> Dummy<H>
+pub fn dummy<S, H, F>(method: &str, handler: H) -> Dummy<S, H>
 where
-    H: Fn(Worker, DirectCall) -> F + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    H: Fn(Worker<S>, DirectCall) -> F + Clone + Send + Sync + 'static,
     F: Future + Send + 'static,
     F::Output: IntoWorkerResult,
 {
     Dummy {
         info: Arc::new(EntrypointInfo::new("dummy", method)),
         handler,
+        state: PhantomData,
     }
 }
 
-impl<H, F> Extension for Dummy<H>
+impl<S, H, F> Extension for Dummy<S, H>
 where
-    H: Fn(Worker, DirectCall) -> F + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    H: Fn(Worker<S>, DirectCall) -> F + Clone + Send + Sync + 'static,
     F: Future + Send + 'static,
     F::Output: IntoWorkerResult,
 {
 }
 
-impl<H, F> Entrypoint for Dummy<H>
+impl<S, H, F> Entrypoint for Dummy<S, H>
 where
-    H: Fn(Worker, DirectCall) -> F + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    H: Fn(Worker<S>, DirectCall) -> F + Clone + Send + Sync + 'static,
     F: Future + Send + 'static,
     F::Output: IntoWorkerResult,
 {
+    type State = S;
+
     fn info(&self) -> &Arc<EntrypointInfo> {
         &self.info
     }
@@ -391,27 +352,31 @@ where
 }
 
 /// An entrypoint that fires once when the container starts (Nameko's `once`).
-pub struct Once<H> {
+pub struct Once<S, H> {
     info: Arc<EntrypointInfo>,
     handler: H,
+    state: PhantomData<fn() -> S>,
 }
 
 /// A [`Once`] entrypoint for `method`.
-pub fn once<H, F>(method: &str, handler: H) -> Once<H>
+pub fn once<S, H, F>(method: &str, handler: H) -> Once<S, H>
 where
-    H: Fn(Worker) -> F + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    H: Fn(Worker<S>) -> F + Clone + Send + Sync + 'static,
     F: Future + Send + 'static,
     F::Output: IntoWorkerResult,
 {
     Once {
         info: Arc::new(EntrypointInfo::new("once", method)),
         handler,
+        state: PhantomData,
     }
 }
 
-impl<H, F> Extension for Once<H>
+impl<S, H, F> Extension for Once<S, H>
 where
-    H: Fn(Worker) -> F + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    H: Fn(Worker<S>) -> F + Clone + Send + Sync + 'static,
     F: Future + Send + 'static,
     F::Output: IntoWorkerResult,
 {
@@ -427,12 +392,15 @@ where
     }
 }
 
-impl<H, F> Entrypoint for Once<H>
+impl<S, H, F> Entrypoint for Once<S, H>
 where
-    H: Fn(Worker) -> F + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    H: Fn(Worker<S>) -> F + Clone + Send + Sync + 'static,
     F: Future + Send + 'static,
     F::Output: IntoWorkerResult,
 {
+    type State = S;
+
     fn info(&self) -> &Arc<EntrypointInfo> {
         &self.info
     }

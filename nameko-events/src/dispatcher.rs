@@ -1,6 +1,6 @@
-//! `EventDispatcher`: the dependency that lets a service method dispatch events, and
-//! [`Dispatch`], the handle it injects (Nameko injects a `dispatch(event_type, event_data)`
-//! callable).
+//! `EventDispatcher`: the dependency that lets a service method dispatch events (Nameko injects
+//! a `dispatch(event_type, event_data)` callable), a field of the service's state; [`Dispatch`]
+//! is one bound to a worker's context. [`EventDispatcher::recording`] is its test double.
 //!
 //! The message is Nameko's exactly (reference §3.2): published to `<service>.events` with the
 //! event type as routing key, the payload as raw JSON written as Python writes it, persistent,
@@ -17,11 +17,14 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use nameko_amqp::{FieldTable, PublishOptions};
-use nameko_core::{BoxError, Config, Container, DependencyProvider, Extension, WorkerContext};
+use nameko_core::{
+    BoxError, Config, Container, ContextData, DependencyProvider, Extension, WorkerContext,
+};
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::broker::{Publishing, connection_config};
 use crate::error::{Error, Result};
@@ -128,30 +131,47 @@ impl EventSender {
     }
 }
 
-/// Dispatches events from a service's workers: Nameko's `EventDispatcher()`.
+/// Where a dispatcher's events go.
+enum Route {
+    /// To the broker, once the container has set the dispatcher up: the source service and the
+    /// sender.
+    Broker(OnceLock<(Arc<str>, Arc<EventSender>)>),
+    /// Into a list, for tests.
+    Recording(Mutex<Vec<DispatchedEvent>>),
+}
+
+/// A dependency provider for dispatching events from a service (Nameko's `EventDispatcher`); a
+/// cheap-clone handle whose clones share their set-up.
 ///
-/// Register it as a dependency and reach its [`Dispatch`] handle from a handler:
-///
-/// ```no_run
-/// use nameko_core::{RemoteError, Service, Worker};
-/// use nameko_events::{Dispatch, EventDispatcher};
-///
-/// async fn create_order(worker: Worker, id: u64) -> Result<(), RemoteError> {
-///     let dispatch = worker.dependency::<Dispatch>("dispatch")?;
-///     dispatch.dispatch("order_created", &serde_json::json!({"id": id})).await?;
-///     Ok(())
-/// }
-///
-/// let service = Service::new("orders").dependency("dispatch", EventDispatcher::new());
-/// # let _ = (service, create_order);
+/// ```ignore
+/// Service::with_state("orders", |deps| Orders {
+///     dispatch: deps.add("dispatch", EventDispatcher::new()),
+/// })
+/// // in a handler:
+/// worker.service().dispatch.dispatch(&worker, "order_created", &payload).await?;
 /// ```
-///
-/// One dispatcher value serves every container built from clones of its `Service`; it
-/// publishes with the broker settings of the container that was set up last.
-#[derive(Default)]
+#[derive(Clone)]
 pub struct EventDispatcher {
-    /// Set at setup. A std mutex is enough: it is held only to store or copy the `Arc`.
-    sender: Mutex<Option<(Arc<str>, Arc<EventSender>)>>,
+    route: Arc<Route>,
+}
+
+impl Default for EventDispatcher {
+    fn default() -> Self {
+        Self {
+            route: Arc::new(Route::Broker(OnceLock::new())),
+        }
+    }
+}
+
+/// One event a [recording](EventDispatcher::recording) dispatcher took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DispatchedEvent {
+    /// The event type (the routing key).
+    pub event_type: String,
+    /// The payload, as JSON.
+    pub payload: Value,
+    /// The context data of the worker that dispatched it (what would travel as headers).
+    pub context_data: ContextData,
 }
 
 impl EventDispatcher {
@@ -160,83 +180,130 @@ impl EventDispatcher {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// A test double that keeps every event it is asked to dispatch, checking payloads as the
+    /// real one does, without a broker; read them with [`EventDispatcher::dispatched`].
+    #[must_use]
+    pub fn recording() -> Self {
+        Self {
+            route: Arc::new(Route::Recording(Mutex::default())),
+        }
+    }
+
+    /// The events a recording dispatcher took, in order (none for a real one).
+    pub fn dispatched(&self) -> Vec<DispatchedEvent> {
+        match &*self.route {
+            Route::Recording(events) => events
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            Route::Broker(_) => Vec::new(),
+        }
+    }
+
+    /// A dispatcher that sends `worker`'s context with every event, as headers.
+    pub fn bind(&self, worker: &WorkerContext) -> Dispatch {
+        Dispatch {
+            route: self.route.clone(),
+            context: worker.context_data(),
+        }
+    }
+
+    /// Dispatches `payload` as an event of `event_type` on behalf of `worker` (Nameko's
+    /// `self.dispatch(event_type, payload)`), once the broker confirmed it.
+    pub async fn dispatch<T: Serialize + ?Sized>(
+        &self,
+        worker: &WorkerContext,
+        event_type: &str,
+        payload: &T,
+    ) -> Result<()> {
+        self.bind(worker).dispatch(event_type, payload).await
+    }
 }
 
 impl fmt::Debug for EventDispatcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
-        f.debug_struct("EventDispatcher")
-            .field("source_service", &state.as_ref().map(|(source, _)| source))
-            .finish()
+        let mut debug = f.debug_struct("EventDispatcher");
+        match &*self.route {
+            Route::Broker(sender) => {
+                debug.field("source_service", &sender.get().map(|(source, _)| source))
+            }
+            Route::Recording(_) => debug.field("recording", &true),
+        };
+        debug.finish()
     }
 }
 
 impl Extension for EventDispatcher {
     async fn setup(&self, container: &Container) -> Result<(), BoxError> {
+        let Route::Broker(slot) = &*self.route else {
+            return Ok(());
+        };
         let sender = EventSender::new(container.config())?;
         let source = container.service_name_arc();
         sender.declare_exchange(&source).await?;
-        *self.sender.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((source, Arc::new(sender)));
+        let _ = slot.set((source, Arc::new(sender)));
         Ok(())
     }
 }
 
-impl DependencyProvider for EventDispatcher {
-    type Dependency = Dispatch;
+impl DependencyProvider for EventDispatcher {}
 
-    async fn get_dependency(&self, worker: &WorkerContext) -> Result<Dispatch, BoxError> {
-        let (source, sender) = self
-            .sender
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .ok_or(Error::NotStarted {
-                what: "the event dispatcher",
-            })?;
-        Ok(Dispatch {
-            source,
-            sender,
-            headers: nameko_amqp::headers::encode_context(&worker.context_data()),
-        })
-    }
-}
-
-/// What an [`EventDispatcher`] injects: dispatches events as this service, carrying the
-/// worker's context. Cheap to clone.
+/// An [`EventDispatcher`] bound to one worker's context.
 #[derive(Clone)]
 pub struct Dispatch {
-    source: Arc<str>,
-    sender: Arc<EventSender>,
-    /// The worker's context data as `nameko.*` headers, made once per worker as Nameko does.
-    headers: FieldTable,
+    route: Arc<Route>,
+    context: ContextData,
 }
 
 impl Dispatch {
-    /// Dispatches `payload` as an event of `event_type` and waits until the broker has
-    /// confirmed it.
+    /// Dispatches `payload` as an event of `event_type`, once the broker confirmed it.
     pub async fn dispatch<T: Serialize + ?Sized>(
         &self,
         event_type: &str,
         payload: &T,
     ) -> Result<()> {
         let body = encode_payload(event_type, payload)?;
-        self.sender
-            .send(&self.source, event_type, &body, self.headers.clone())
-            .await
+        match &*self.route {
+            Route::Broker(sender) => {
+                let (source, sender) = sender.get().ok_or(Error::NotStarted {
+                    what: "the event dispatcher",
+                })?;
+                let headers = nameko_amqp::headers::encode_context(&self.context);
+                sender.send(source, event_type, &body, headers).await
+            }
+            Route::Recording(events) => {
+                let payload = serde_json::to_value(payload).map_err(|source| Error::Serialize {
+                    event_type: event_type.to_owned(),
+                    source,
+                })?;
+                events
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(DispatchedEvent {
+                        event_type: event_type.to_owned(),
+                        payload,
+                        context_data: self.context.clone(),
+                    });
+                Ok(())
+            }
+        }
     }
 
-    /// The service the events are dispatched as.
+    /// The service the events come from, once set up.
     #[must_use]
-    pub fn source_service(&self) -> &str {
-        &self.source
+    pub fn source_service(&self) -> Option<&str> {
+        match &*self.route {
+            Route::Broker(sender) => sender.get().map(|(source, _)| &**source),
+            Route::Recording(_) => None,
+        }
     }
 }
 
 impl fmt::Debug for Dispatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Dispatch")
-            .field("source_service", &self.source)
+            .field("source_service", &self.source_service())
             .finish_non_exhaustive()
     }
 }
@@ -293,7 +360,37 @@ mod tests {
             serde_json::Value::Null,
             10,
         );
-        let error = dispatcher.get_dependency(&context).await.unwrap_err();
+        let error = dispatcher.dispatch(&context, "e", &1).await.unwrap_err();
         assert!(error.to_string().contains("not set up"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_recording_dispatcher_keeps_events_with_their_context() {
+        let dispatcher = EventDispatcher::recording();
+        let mut data = ContextData::new();
+        data.insert("user_id".into(), serde_json::json!("u1"));
+        let context = WorkerContext::new(
+            "svc".into(),
+            Arc::new(nameko_core::EntrypointInfo::new("test", "m")),
+            data,
+            serde_json::Value::Null,
+            10,
+        );
+        dispatcher
+            .clone()
+            .dispatch(&context, "order_created", &json!({"id": 7}))
+            .await
+            .unwrap();
+        let dropped = json!([{"__type__": "mystery", "__value__": 1}]);
+        assert!(dispatcher.dispatch(&context, "e", &dropped).await.is_err());
+        let events = dispatcher.dispatched();
+        assert_eq!(events.len(), 1, "a clone records into the same list");
+        assert_eq!(events[0].event_type, "order_created");
+        assert_eq!(events[0].payload, json!({"id": 7}));
+        assert_eq!(events[0].context_data.get("user_id"), Some(&json!("u1")));
+        assert_eq!(
+            events[0].context_data.get("call_id_stack"),
+            Some(&json!([context.call_id()]))
+        );
     }
 }

@@ -66,7 +66,7 @@ const CONSUMER_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const PAYLOAD_ARGUMENT: &str = "payload";
 
 /// An event handler entrypoint; build it with [`event_handler`].
-pub struct EventHandler<H, P> {
+pub struct EventHandler<S, H, P> {
     info: Arc<EntrypointInfo>,
     source_service: String,
     event_type: String,
@@ -78,7 +78,7 @@ pub struct EventHandler<H, P> {
     /// What `start` made, taken by `stop`. A std mutex is enough: it is held only to put or
     /// take the run, never across an await.
     run: Mutex<Option<Run>>,
-    _payload: PhantomData<fn(P)>,
+    _payload: PhantomData<fn(S, P)>,
 }
 
 /// One start of the handler: its consumer and how to tell when its loop has ended.
@@ -122,14 +122,15 @@ struct Run {
 ///     );
 /// # let _ = service;
 /// ```
-pub fn event_handler<H, F, P>(
+pub fn event_handler<S, H, F, P>(
     source_service: impl Into<String>,
     event_type: impl Into<String>,
     method_name: &str,
     handler: H,
-) -> EventHandler<H, P>
+) -> EventHandler<S, H, P>
 where
-    H: Fn(Worker, P) -> F + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    H: Fn(Worker<S>, P) -> F + Clone + Send + Sync + 'static,
     F: Future + Send + 'static,
     F::Output: IntoWorkerResult,
     P: DeserializeOwned + Send + 'static,
@@ -148,7 +149,7 @@ where
     }
 }
 
-impl<H, P> EventHandler<H, P> {
+impl<S, H, P> EventHandler<S, H, P> {
     /// Who receives each event: one instance per service (the default), one handler overall,
     /// or every instance.
     #[must_use]
@@ -185,10 +186,10 @@ impl<H, P> EventHandler<H, P> {
 
     /// `exc_type`s this handler is expected to fail with; they are logged as warnings.
     #[must_use]
-    pub fn expected_exceptions<I, S>(mut self, exc_types: I) -> Self
+    pub fn expected_exceptions<I, T>(mut self, exc_types: I) -> Self
     where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
     {
         self.info = Arc::new((*self.info).clone().with_expected_exceptions(exc_types));
         self
@@ -197,10 +198,10 @@ impl<H, P> EventHandler<H, P> {
     /// Parts of the payload never to log, as paths under `payload` (`"payload.password"`,
     /// `"payload.cards[0]"`).
     #[must_use]
-    pub fn sensitive_arguments<I, S>(mut self, paths: I) -> Self
+    pub fn sensitive_arguments<I, T>(mut self, paths: I) -> Self
     where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
     {
         self.info = Arc::new((*self.info).clone().with_sensitive_arguments(paths));
         self
@@ -236,7 +237,7 @@ impl<H, P> EventHandler<H, P> {
     }
 }
 
-impl<H, P> std::fmt::Debug for EventHandler<H, P> {
+impl<S, H, P> std::fmt::Debug for EventHandler<S, H, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventHandler")
             .field("method", &self.info.method_name())
@@ -250,9 +251,10 @@ impl<H, P> std::fmt::Debug for EventHandler<H, P> {
     }
 }
 
-impl<H, F, P> Extension for EventHandler<H, P>
+impl<S, H, F, P> Extension for EventHandler<S, H, P>
 where
-    H: Fn(Worker, P) -> F + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    H: Fn(Worker<S>, P) -> F + Clone + Send + Sync + 'static,
     F: Future + Send + 'static,
     F::Output: IntoWorkerResult,
     P: DeserializeOwned + Send + 'static,
@@ -361,13 +363,16 @@ where
     }
 }
 
-impl<H, F, P> Entrypoint for EventHandler<H, P>
+impl<S, H, F, P> Entrypoint for EventHandler<S, H, P>
 where
-    H: Fn(Worker, P) -> F + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    H: Fn(Worker<S>, P) -> F + Clone + Send + Sync + 'static,
     F: Future + Send + 'static,
     F::Output: IntoWorkerResult,
     P: DeserializeOwned + Send + 'static,
 {
+    type State = S;
+
     fn info(&self) -> &Arc<EntrypointInfo> {
         &self.info
     }
@@ -414,14 +419,14 @@ fn worker_args(payload: Value) -> Value {
 }
 
 /// Runs the user's handler on the payload kept in the worker's arguments.
-async fn run_handler<H, F, P>(
+async fn run_handler<S, H, F, P>(
     handler: H,
-    worker: Worker,
+    worker: Worker<S>,
     source_service: String,
     event_type: String,
 ) -> WorkerResult
 where
-    H: Fn(Worker, P) -> F,
+    H: Fn(Worker<S>, P) -> F,
     F: Future,
     F::Output: IntoWorkerResult,
     P: DeserializeOwned,
@@ -454,18 +459,19 @@ where
 }
 
 /// What the consumer loop of one start needs.
-struct Runtime<H, P> {
+struct Runtime<S, H, P> {
     info: Arc<EntrypointInfo>,
     handler: H,
     source_service: String,
     event_type: String,
     settlement: Settlement,
-    _payload: PhantomData<fn(P)>,
+    _payload: PhantomData<fn(S, P)>,
 }
 
-impl<H, F, P> Runtime<H, P>
+impl<S, H, F, P> Runtime<S, H, P>
 where
-    H: Fn(Worker, P) -> F + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    H: Fn(Worker<S>, P) -> F + Clone + Send + Sync + 'static,
     F: Future + Send + 'static,
     F::Output: IntoWorkerResult,
     P: DeserializeOwned + Send + 'static,

@@ -89,7 +89,7 @@ pub mod names;
 pub mod redelivery;
 mod standalone;
 
-pub use dispatcher::{Dispatch, EventDispatcher};
+pub use dispatcher::{Dispatch, DispatchedEvent, EventDispatcher};
 pub use error::{
     EVENT_DISPATCH_ERROR, EVENT_DISPATCH_ERROR_PATH, Error, MALFORMED_EVENT, MALFORMED_EVENT_PATH,
     Result,

@@ -27,6 +27,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -78,24 +79,24 @@ impl<T: IntoResponse, E: IntoRemoteError> IntoHandlerResult for Result<T, E> {
 /// returning a future) where `R` is [`IntoHandlerResult`].
 ///
 /// Implemented for every such function; there is nothing to implement by hand.
-pub trait HttpHandler: Send + Sync + 'static {
+pub trait HttpHandler<S>: Send + Sync + 'static {
     /// Runs the handler and turns its return value into a response or an error.
     fn call(
         &self,
-        worker: Worker,
+        worker: Worker<S>,
         request: Request,
     ) -> impl Future<Output = Result<Response, RemoteError>> + Send + 'static;
 }
 
-impl<F, Fut> HttpHandler for F
+impl<F, S, Fut> HttpHandler<S> for F
 where
-    F: Fn(Worker, Request) -> Fut + Send + Sync + 'static,
+    F: Fn(Worker<S>, Request) -> Fut + Send + Sync + 'static,
     Fut: Future + Send + 'static,
     Fut::Output: IntoHandlerResult,
 {
     fn call(
         &self,
-        worker: Worker,
+        worker: Worker<S>,
         request: Request,
     ) -> impl Future<Output = Result<Response, RemoteError>> + Send + 'static {
         let call = self(worker, request);
@@ -104,7 +105,7 @@ where
 }
 
 /// The `http` entrypoint; build it with [`http`].
-pub struct Http<H> {
+pub struct Http<S, H> {
     info: Arc<EntrypointInfo>,
     /// Kept as written and parsed at setup, so a mistake fails the service's start with the
     /// entrypoint named, instead of a panic where the service is declared.
@@ -114,6 +115,7 @@ pub struct Http<H> {
     response_from_exception: Option<ResponseFromException>,
     /// Cleared on stop: the route then refuses new requests while running ones finish.
     accepting: Arc<AtomicBool>,
+    _state: PhantomData<fn() -> S>,
 }
 
 /// Exposes `handler` as the service method `method_name` on `rule` for `methods` (Nameko's
@@ -162,9 +164,10 @@ pub struct Http<H> {
 ///     .entrypoint(http("POST", "/post", "do_post", do_post).expected_exceptions(["BadRequest"]));
 /// # let _ = service;
 /// ```
-pub fn http<H, Fut>(methods: &str, rule: &str, method_name: &str, handler: H) -> Http<H>
+pub fn http<S, H, Fut>(methods: &str, rule: &str, method_name: &str, handler: H) -> Http<S, H>
 where
-    H: Fn(Worker, Request) -> Fut + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    H: Fn(Worker<S>, Request) -> Fut + Send + Sync + 'static,
     Fut: Future + Send + 'static,
     Fut::Output: IntoHandlerResult,
 {
@@ -175,17 +178,18 @@ where
         handler: Arc::new(handler),
         response_from_exception: None,
         accepting: Arc::new(AtomicBool::new(true)),
+        _state: PhantomData,
     }
 }
 
-impl<H> Http<H> {
+impl<S, H> Http<S, H> {
     /// Errors with these `exc_type`s are part of the method's contract: they are answered with
     /// `400` instead of `500` and logged as warnings (Nameko's `expected_exceptions`).
     #[must_use]
-    pub fn expected_exceptions<I, S>(mut self, exc_types: I) -> Self
+    pub fn expected_exceptions<I, T>(mut self, exc_types: I) -> Self
     where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
     {
         self.info = Arc::new((*self.info).clone().with_expected_exceptions(exc_types));
         self
@@ -194,10 +198,10 @@ impl<H> Http<H> {
     /// Path values (`"token"`) or parts of them redacted whenever the worker's arguments are
     /// logged (Nameko's `sensitive_arguments`).
     #[must_use]
-    pub fn sensitive_arguments<I, S>(mut self, paths: I) -> Self
+    pub fn sensitive_arguments<I, T>(mut self, paths: I) -> Self
     where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
     {
         self.info = Arc::new((*self.info).clone().with_sensitive_arguments(paths));
         self
@@ -225,7 +229,7 @@ impl<H> Http<H> {
     }
 }
 
-impl<H> fmt::Debug for Http<H> {
+impl<S, H> fmt::Debug for Http<S, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Http")
             .field("method_name", &self.info.method_name())
@@ -235,7 +239,7 @@ impl<H> fmt::Debug for Http<H> {
     }
 }
 
-impl<H: HttpHandler> Extension for Http<H> {
+impl<S: Send + Sync + 'static, H: HttpHandler<S>> Extension for Http<S, H> {
     async fn setup(&self, container: &Container) -> Result<(), BoxError> {
         let methods = Methods::parse(&self.methods)?;
         let rule = Rule::parse(&self.rule)?;
@@ -248,6 +252,7 @@ impl<H: HttpHandler> Extension for Http<H> {
             container: container.clone(),
             response_from_exception: self.response_from_exception.clone(),
             accepting: self.accepting.clone(),
+            _state: PhantomData,
         };
         WebServerExtension::of(container).add_route(Route::new(methods, rule, route));
         Ok(())
@@ -262,25 +267,28 @@ impl<H: HttpHandler> Extension for Http<H> {
     }
 }
 
-impl<H: HttpHandler> Entrypoint for Http<H> {
+impl<S: Send + Sync + 'static, H: HttpHandler<S>> Entrypoint for Http<S, H> {
+    type State = S;
+
     fn info(&self) -> &Arc<EntrypointInfo> {
         &self.info
     }
 }
 
 /// The route an entrypoint registers: runs each request as a worker of its container.
-struct HttpRoute<H> {
+struct HttpRoute<S, H> {
     info: Arc<EntrypointInfo>,
     handler: Arc<H>,
     container: Container,
     response_from_exception: Option<ResponseFromException>,
     accepting: Arc<AtomicBool>,
+    _state: PhantomData<fn() -> S>,
 }
 
 /// What the method hands the request waiting for it: the handler's response, or its error.
 type Reply = Result<Response, RemoteError>;
 
-impl<H: HttpHandler> RouteHandler for HttpRoute<H> {
+impl<S: Send + Sync + 'static, H: HttpHandler<S>> RouteHandler for HttpRoute<S, H> {
     fn call(&self, request: Request) -> BoxFuture<Response> {
         if !self.accepting.load(Ordering::Acquire) {
             return Box::pin(async { response::service_unavailable() });
@@ -288,7 +296,7 @@ impl<H: HttpHandler> RouteHandler for HttpRoute<H> {
         let args = logged_args(&request, self.info.sensitive_arguments());
         let (reply_tx, mut reply_rx) = oneshot::channel::<Reply>();
         let handler = self.handler.clone();
-        let method = move |worker: Worker| async move {
+        let method = move |worker: Worker<S>| async move {
             // A client that went away while the request waited for a worker slot gets no
             // handler run on its behalf.
             if reply_tx.is_closed() {

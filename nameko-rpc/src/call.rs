@@ -117,7 +117,7 @@ impl Caller {
             receiver: Some(receiver),
             deadline,
             timeout,
-            listener: listener.clone(),
+            listener: Some(listener.clone()),
             _result: PhantomData,
         };
 
@@ -180,11 +180,29 @@ pub struct RpcCall<R> {
     receiver: Option<oneshot::Receiver<Reply>>,
     deadline: Option<Instant>,
     timeout: Option<Duration>,
-    listener: ReplyListener,
+    /// Where the reply is awaited; `None` for a call a test double answered at once.
+    listener: Option<ReplyListener>,
     _result: PhantomData<fn() -> R>,
 }
 
 impl<R> RpcCall<R> {
+    /// A call answered already with `body` (`{"result": .., "error": ..}`), as a test double
+    /// answers: its reply is read exactly as a broker's would be.
+    pub(crate) fn answered(service: &str, method: &str, body: Value) -> Self {
+        let (sender, receiver) = oneshot::channel();
+        let _ = sender.send(Ok(body));
+        Self {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            correlation_id: uuid::Uuid::new_v4().to_string(),
+            receiver: Some(receiver),
+            deadline: None,
+            timeout: None,
+            listener: None,
+            _result: PhantomData,
+        }
+    }
+
     /// The request's correlation id.
     pub fn correlation_id(&self) -> &str {
         &self.correlation_id
@@ -274,7 +292,9 @@ impl<R: DeserializeOwned> RpcCall<R> {
 
 impl<R> Drop for RpcCall<R> {
     fn drop(&mut self) {
-        self.listener.forget(&self.correlation_id);
+        if let Some(listener) = &self.listener {
+            listener.forget(&self.correlation_id);
+        }
     }
 }
 

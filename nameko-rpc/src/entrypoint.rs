@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 
 use nameko_core::{
     BoxError, Container, DirectCall, Entrypoint, EntrypointInfo, Extension, IntoWorkerResult,
-    RemoteError, Worker, WorkerResult,
+    RemoteError, Worker, WorkerResult, AnyWorker,
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -33,19 +33,24 @@ pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>
 /// future) where `A` binds the call's arguments and `R` becomes the reply.
 ///
 /// Implemented for every such function; there is nothing to implement by hand.
-pub trait RpcHandler<A>: Clone + Send + Sync + 'static {
+pub trait RpcHandler<S, A>: Clone + Send + Sync + 'static {
     /// Runs the handler and turns its return value into the worker's result.
-    fn run(&self, worker: Worker, args: A) -> impl Future<Output = WorkerResult> + Send + 'static;
+    fn run(&self, worker: Worker<S>, args: A)
+    -> impl Future<Output = WorkerResult> + Send + 'static;
 }
 
-impl<F, A, Fut> RpcHandler<A> for F
+impl<F, S, A, Fut> RpcHandler<S, A> for F
 where
-    F: Fn(Worker, A) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Worker<S>, A) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future + Send + 'static,
     Fut::Output: IntoWorkerResult,
     A: DeserializeOwned + Send + 'static,
 {
-    fn run(&self, worker: Worker, args: A) -> impl Future<Output = WorkerResult> + Send + 'static {
+    fn run(
+        &self,
+        worker: Worker<S>,
+        args: A,
+    ) -> impl Future<Output = WorkerResult> + Send + 'static {
         let call = self(worker, args);
         async move { call.await.into_worker_result() }
     }
@@ -56,7 +61,7 @@ pub(crate) struct BoundCall {
     /// The arguments as worker logs show them (by name for struct parameters).
     pub(crate) logged: Value,
     /// Runs the handler.
-    pub(crate) run: Box<dyn FnOnce(Worker) -> BoxFuture<WorkerResult> + Send>,
+    pub(crate) run: Box<dyn FnOnce(AnyWorker) -> BoxFuture<WorkerResult> + Send>,
 }
 
 type Binder = dyn Fn(Vec<Value>, Map<String, Value>) -> Result<BoundCall, String> + Send + Sync;
@@ -77,11 +82,11 @@ impl std::fmt::Debug for RpcMethod {
 }
 
 /// The `rpc` entrypoint; build it with [`rpc`].
-pub struct Rpc<H, A> {
+pub struct Rpc<S, H, A> {
     info: Arc<EntrypointInfo>,
     handler: H,
     consumer: OnceLock<Arc<RpcConsumer>>,
-    _args: PhantomData<fn() -> A>,
+    _args: PhantomData<fn() -> (S, A)>,
 }
 
 /// Exposes `handler` as the RPC method `method_name` (Nameko's `@rpc`).
@@ -112,9 +117,10 @@ pub struct Rpc<H, A> {
 /// let service = Service::new("greeting_service").entrypoint(rpc("hello", hello));
 /// # let _ = service;
 /// ```
-pub fn rpc<H, A>(method_name: impl Into<String>, handler: H) -> Rpc<H, A>
+pub fn rpc<S, H, A>(method_name: impl Into<String>, handler: H) -> Rpc<S, H, A>
 where
-    H: RpcHandler<A>,
+    S: Send + Sync + 'static,
+    H: RpcHandler<S, A>,
     A: DeserializeOwned + Send + 'static,
 {
     Rpc {
@@ -125,18 +131,19 @@ where
     }
 }
 
-impl<H, A> Rpc<H, A>
+impl<S, H, A> Rpc<S, H, A>
 where
-    H: RpcHandler<A>,
+    S: Send + Sync + 'static,
+    H: RpcHandler<S, A>,
     A: DeserializeOwned + Send + 'static,
 {
     /// Errors with these `exc_type`s are part of the method's contract: they are logged as
     /// warnings, not errors (Nameko's `expected_exceptions`).
     #[must_use]
-    pub fn expected_exceptions<I, S>(mut self, exc_types: I) -> Self
+    pub fn expected_exceptions<I, T>(mut self, exc_types: I) -> Self
     where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
     {
         self.info = Arc::new((*self.info).clone().with_expected_exceptions(exc_types));
         self
@@ -146,10 +153,10 @@ where
     /// arguments are logged (Nameko's `sensitive_arguments`). Names refer to the fields of a
     /// struct parameter; other parameters are logged as `{"args": [...], "kwargs": {...}}`.
     #[must_use]
-    pub fn sensitive_arguments<I, S>(mut self, paths: I) -> Self
+    pub fn sensitive_arguments<I, T>(mut self, paths: I) -> Self
     where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
     {
         self.info = Arc::new((*self.info).clone().with_sensitive_arguments(paths));
         self
@@ -167,16 +174,20 @@ where
                 let value = bound.value;
                 Ok(BoundCall {
                     logged: bound.logged,
-                    run: Box::new(move |worker| Box::pin(handler.run(worker, value))),
+                    run: Box::new(move |worker: AnyWorker| match worker.downcast::<S>() {
+                        Ok(worker) => Box::pin(handler.run(worker, value)),
+                        Err(_) => Box::pin(std::future::ready(Err(RemoteError::state_mismatch::<S>()))),
+                    }),
                 })
             }),
         }
     }
 }
 
-impl<H, A> Extension for Rpc<H, A>
+impl<S, H, A> Extension for Rpc<S, H, A>
 where
-    H: RpcHandler<A>,
+    S: Send + Sync + 'static,
+    H: RpcHandler<S, A>,
     A: DeserializeOwned + Send + 'static,
 {
     async fn setup(&self, container: &Container) -> Result<(), BoxError> {
@@ -193,11 +204,14 @@ where
     }
 }
 
-impl<H, A> Entrypoint for Rpc<H, A>
+impl<S, H, A> Entrypoint for Rpc<S, H, A>
 where
-    H: RpcHandler<A>,
+    S: Send + Sync + 'static,
+    H: RpcHandler<S, A>,
     A: DeserializeOwned + Send + 'static,
 {
+    type State = S;
+
     fn info(&self) -> &Arc<EntrypointInfo> {
         &self.info
     }
@@ -218,3 +232,4 @@ where
         Ok(worker.await?)
     }
 }
+

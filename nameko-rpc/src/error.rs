@@ -122,6 +122,15 @@ pub enum RpcError {
     /// The client was stopped and can no longer be used.
     #[error("the rpc client was stopped and can no longer be used")]
     Stopped,
+    /// A proxy was called before its container set it up: it was built outside
+    /// `Service::with_state`'s `deps.add`, or used before the service started.
+    #[error(
+        "the rpc proxy for `{service}` is not set up: register it with `deps.add(..)` in `Service::with_state` and call it from a running service"
+    )]
+    NotSetUp {
+        /// The service the proxy calls.
+        service: String,
+    },
     /// The request could not be published.
     #[error("request to `{service}.{method}` could not be published: {source}")]
     Publish {

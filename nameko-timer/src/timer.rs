@@ -8,6 +8,7 @@
 //! empty context data and no arguments.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::schedule::Schedule;
 
 /// A timer entrypoint; build it with [`timer`].
-pub struct Timer<H> {
+pub struct Timer<S, H> {
     info: Arc<EntrypointInfo>,
     interval: Duration,
     eager: bool,
@@ -31,6 +32,7 @@ pub struct Timer<H> {
     stop: CancellationToken,
     /// The loop task. A std mutex is enough: it is only taken to store or take the handle.
     running: Mutex<Option<JoinHandle<()>>>,
+    _state: PhantomData<fn() -> S>,
 }
 
 /// Runs `handler` as the service method `method_name` every `interval`.
@@ -50,9 +52,10 @@ pub struct Timer<H> {
 /// let service = Service::new("service").entrypoint(timer(Duration::from_secs(1), "ping", ping));
 /// # let _ = service;
 /// ```
-pub fn timer<H, F>(interval: Duration, method_name: &str, handler: H) -> Timer<H>
+pub fn timer<S, H, F>(interval: Duration, method_name: &str, handler: H) -> Timer<S, H>
 where
-    H: Fn(Worker) -> F + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    H: Fn(Worker<S>) -> F + Clone + Send + Sync + 'static,
     F: Future + Send + 'static,
     F::Output: IntoWorkerResult,
 {
@@ -63,10 +66,11 @@ where
         handler,
         stop: CancellationToken::new(),
         running: Mutex::new(None),
+        _state: PhantomData,
     }
 }
 
-impl<H> Timer<H> {
+impl<S, H> Timer<S, H> {
     /// Whether the first tick comes at start rather than one interval later.
     pub fn eager(mut self, eager: bool) -> Self {
         self.eager = eager;
@@ -74,10 +78,10 @@ impl<H> Timer<H> {
     }
 
     /// `exc_type`s a tick is expected to fail with; they are logged as warnings.
-    pub fn expected_exceptions<I, S>(mut self, exc_types: I) -> Self
+    pub fn expected_exceptions<I, T>(mut self, exc_types: I) -> Self
     where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
     {
         self.info = Arc::new((*self.info).clone().with_expected_exceptions(exc_types));
         self
@@ -97,13 +101,14 @@ impl<H> Timer<H> {
 }
 
 /// Starts one tick's worker; the future resolves when the worker has finished.
-fn spawn_tick<H, F>(
+fn spawn_tick<S, H, F>(
     container: &Container,
     info: &Arc<EntrypointInfo>,
     handler: &H,
 ) -> impl Future<Output = Result<WorkerResult, WorkerAborted>> + Send + 'static
 where
-    H: Fn(Worker) -> F + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    H: Fn(Worker<S>) -> F + Clone + Send + Sync + 'static,
     F: Future + Send + 'static,
     F::Output: IntoWorkerResult,
 {
@@ -116,9 +121,10 @@ where
     )
 }
 
-impl<H, F> Extension for Timer<H>
+impl<S, H, F> Extension for Timer<S, H>
 where
-    H: Fn(Worker) -> F + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    H: Fn(Worker<S>) -> F + Clone + Send + Sync + 'static,
     F: Future + Send + 'static,
     F::Output: IntoWorkerResult,
 {
@@ -168,12 +174,15 @@ where
     }
 }
 
-impl<H, F> Entrypoint for Timer<H>
+impl<S, H, F> Entrypoint for Timer<S, H>
 where
-    H: Fn(Worker) -> F + Clone + Send + Sync + 'static,
+    S: Send + Sync + 'static,
+    H: Fn(Worker<S>) -> F + Clone + Send + Sync + 'static,
     F: Future + Send + 'static,
     F::Output: IntoWorkerResult,
 {
+    type State = S;
+
     fn info(&self) -> &Arc<EntrypointInfo> {
         &self.info
     }
