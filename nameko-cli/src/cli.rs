@@ -14,14 +14,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{CommandFactory, FromArgMatches};
-use nameko_core::{Config, Service};
+use nameko_core::{AnyService, Config, Service};
 
 use crate::args::{Args, Command};
 use crate::error::CliError;
 use crate::logging::Verbosity;
 
 /// Builds the services registered under one name, from the effective configuration.
-type Build = Arc<dyn Fn(&Config) -> Vec<Service> + Send + Sync>;
+type Build = Arc<dyn Fn(&Config) -> Vec<AnyService> + Send + Sync>;
 
 /// Something `run` can start: a name and the services it stands for.
 #[derive(Clone)]
@@ -72,25 +72,28 @@ impl Cli {
     /// `build` gets the effective configuration (file, overrides, broker). It should only
     /// declare the service: it is also called to list the services in `run --help`, and
     /// everything that connects or binds belongs in the extensions' `setup` and `start`.
-    pub fn service<F>(self, name: impl Into<String>, build: F) -> Self
+    pub fn service<F, S>(self, name: impl Into<String>, build: F) -> Self
     where
-        F: Fn(&Config) -> Service + Send + Sync + 'static,
+        F: Fn(&Config) -> Service<S> + Send + Sync + 'static,
+        S: Send + Sync + 'static,
     {
-        self.services(name, move |config| [build(config)])
+        self.services(name, move |config| [AnyService::from(build(config))])
     }
 
     /// Registers several services under one `name`: `run <name>` starts them all in one
-    /// process, `run <name>:<service>` only one of them.
+    /// process, `run <name>:<service>` only one of them. Services with different states go in
+    /// one list as [`AnyService`]s (`service.into()`).
     pub fn services<F, I>(mut self, name: impl Into<String>, build: F) -> Self
     where
         F: Fn(&Config) -> I + Send + Sync + 'static,
-        I: IntoIterator<Item = Service>,
+        I: IntoIterator,
+        I::Item: Into<AnyService>,
     {
         let name = name.into();
         self.targets.retain(|t| t.name != name);
         self.targets.push(Target {
             name,
-            build: Arc::new(move |config| build(config).into_iter().collect()),
+            build: Arc::new(move |config| build(config).into_iter().map(Into::into).collect()),
         });
         self
     }
@@ -161,7 +164,7 @@ impl Cli {
         let mut text = "Available to run:".to_owned();
         for target in &self.targets {
             let services = (target.build)(&Config::new());
-            let names: Vec<&str> = services.iter().map(Service::name).collect();
+            let names: Vec<&str> = services.iter().map(AnyService::name).collect();
             text.push_str(&format!("\n  {:width$}  {}", target.name, names.join(", ")));
         }
         text
@@ -201,7 +204,7 @@ impl Cli {
         &self,
         names: &[String],
         config: &Config,
-    ) -> Result<Vec<Service>, CliError> {
+    ) -> Result<Vec<AnyService>, CliError> {
         let mut selected = Vec::new();
         for requested in names {
             let (name, service) = match requested.split_once(':') {
@@ -220,7 +223,7 @@ impl Cli {
             match service {
                 None => selected.extend(services),
                 Some(wanted) => {
-                    let known = join(services.iter().map(Service::name));
+                    let known = join(services.iter().map(AnyService::name));
                     let one = services
                         .into_iter()
                         .find(|s| s.name() == wanted)

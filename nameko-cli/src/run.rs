@@ -8,13 +8,13 @@
 
 use std::io::Write;
 
-use nameko_core::{Config, Service, ServiceRunner};
+use nameko_core::{AnyService, Config, ServiceRunner};
 
 use crate::config::shown_broker;
 use crate::error::CliError;
 
 /// Runs `services` with `config` until SIGTERM, Ctrl-C or a service failure.
-pub(crate) async fn run(services: Vec<Service>, config: Config) -> Result<(), CliError> {
+pub(crate) async fn run(services: Vec<AnyService>, config: Config) -> Result<(), CliError> {
     let broker = config.amqp_uri()?;
     let mut runner = ServiceRunner::new(config);
     for service in services {

@@ -23,6 +23,17 @@
 //! assert_eq!(service.name(), "greeting_service");
 //! ```
 //!
+//! A handler written for another service's state does not compile into this one:
+//!
+//! ```compile_fail
+//! use nameko_core::{DirectCall, Service, Worker};
+//! use nameko_core::testing::dummy;
+//! struct Orders;
+//! struct Payments;
+//! async fn refund(_: Worker<Payments>, _: DirectCall) {}
+//! let _ = Service::with_state("orders", |_| Orders).entrypoint(dummy("refund", refund));
+//! ```
+//!
 //! A field that needs the container's lifecycle or per-worker hooks (an `RpcProxy`, an
 //! `EventDispatcher`, your own provider) is registered while the state is built, with
 //! [`Dependencies::add`], which returns the handle to keep in the field. A stateless service is
@@ -63,7 +74,11 @@ impl Dependencies {
     /// returns it, to be kept in the state. The container drives a clone of it through the
     /// lifecycle and worker hooks, so the provider must be a handle whose clones share their
     /// state.
-    pub fn add<P: DependencyProvider + Clone>(&mut self, name: impl Into<String>, provider: P) -> P {
+    pub fn add<P: DependencyProvider + Clone>(
+        &mut self,
+        name: impl Into<String>,
+        provider: P,
+    ) -> P {
         self.providers
             .push((name.into(), Arc::new(provider.clone())));
         provider
@@ -92,7 +107,7 @@ impl<S: Send + Sync + 'static> Service<S> {
     /// A service whose handlers read the state `build` returns. `build` registers the providers
     /// the state holds with [`Dependencies::add`]:
     ///
-    /// ```ignore
+    /// ```text
     /// Service::with_state("service_x", |deps| ServiceX {
     ///     y: deps.add("y", RpcProxy::new("service_y")),
     /// })
@@ -119,7 +134,11 @@ impl<S: Send + Sync + 'static> Service<S> {
 
     /// Adds a provider that no handler reads, for its lifecycle or worker hooks alone (a
     /// tracer, an error reporter).
-    pub fn dependency(mut self, name: impl Into<String>, provider: impl DependencyProvider) -> Self {
+    pub fn dependency(
+        mut self,
+        name: impl Into<String>,
+        provider: impl DependencyProvider,
+    ) -> Self {
         self.dependencies.push((name.into(), Arc::new(provider)));
         self
     }
@@ -143,7 +162,6 @@ impl<S: Send + Sync + 'static> Service<S> {
     pub fn state(&self) -> &Arc<S> {
         &self.state
     }
-
 }
 
 impl<S> std::fmt::Debug for Service<S> {

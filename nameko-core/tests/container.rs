@@ -1,5 +1,5 @@
 //! The container, runner and testing helpers exercised in process, without a broker, through the
-//! same helpers users get (`entrypoint_hook`, `entrypoint_waiter`, `replace_dependencies`, ...).
+//! same helpers users get (`entrypoint_hook`, `entrypoint_waiter`, `worker_factory`, ...).
 
 #![allow(
     clippy::unwrap_used,
@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nameko_core::testing::{
-    TestingError, dummy, entrypoint_hook, entrypoint_waiter, once, replace_dependencies,
-    restrict_entrypoints, worker_factory,
+    TestingError, dummy, entrypoint_hook, entrypoint_waiter, once, restrict_entrypoints,
+    worker_factory,
 };
 use nameko_core::{
     BoxError, Config, Container, ContainerError, ContainerState, DependencyProvider, DirectCall,
@@ -35,8 +35,9 @@ impl Log {
     }
 }
 
-/// A custom dependency provider, as a user would write one: injects a greeting prefix and
+/// A custom dependency provider, as a user would write one: holds a greeting prefix and
 /// records every hook.
+#[derive(Clone)]
 struct Greeter {
     prefix: &'static str,
     log: Log,
@@ -56,13 +57,14 @@ impl Extension for Greeter {
     }
 }
 
-impl DependencyProvider for Greeter {
-    type Dependency = &'static str;
-
-    async fn get_dependency(&self, _: &WorkerContext) -> Result<&'static str, BoxError> {
-        self.log.push("get_dependency");
-        Ok(self.prefix)
+impl Greeter {
+    fn prefix(&self, _worker: &WorkerContext) -> &'static str {
+        self.log.push("prefix read");
+        self.prefix
     }
+}
+
+impl DependencyProvider for Greeter {
     async fn worker_setup(&self, _: &WorkerContext) {
         self.log.push("worker_setup");
     }
@@ -74,8 +76,13 @@ impl DependencyProvider for Greeter {
     }
 }
 
-async fn greet(worker: Worker, call: DirectCall) -> Result<String, RemoteError> {
-    let prefix = worker.dependency::<&'static str>("greeter")?;
+/// The greeting service's state.
+struct Greeting {
+    greeter: Greeter,
+}
+
+async fn greet(worker: Worker<Greeting>, call: DirectCall) -> Result<String, RemoteError> {
+    let prefix = worker.service().greeter.prefix(&worker);
     let name = call
         .args
         .first()
@@ -84,20 +91,22 @@ async fn greet(worker: Worker, call: DirectCall) -> Result<String, RemoteError> 
     Ok(format!("{prefix}, {name}!"))
 }
 
-fn greeting_service(log: &Log) -> Service {
-    Service::new("greeting_service")
-        .dependency(
-            "greeter",
-            Greeter {
-                prefix: "Hello",
-                log: log.clone(),
-            },
-        )
-        .entrypoint(dummy("hello", greet))
+fn greeting_service(log: &Log) -> Service<Greeting> {
+    greeting_service_with(Greeter {
+        prefix: "Hello",
+        log: log.clone(),
+    })
+}
+
+fn greeting_service_with(greeter: Greeter) -> Service<Greeting> {
+    Service::with_state("greeting_service", |deps| Greeting {
+        greeter: deps.add("greeter", greeter),
+    })
+    .entrypoint(dummy("hello", greet))
 }
 
 #[tokio::test]
-async fn a_custom_dependency_is_injected_and_its_hooks_run_in_nameko_order() {
+async fn a_custom_dependency_is_reached_through_the_state_and_its_hooks_run_in_nameko_order() {
     let log = Log::default();
     let container = ServiceContainer::new(greeting_service(&log), Config::new()).unwrap();
     container.start().await.unwrap();
@@ -112,8 +121,8 @@ async fn a_custom_dependency_is_injected_and_its_hooks_run_in_nameko_order() {
     assert_eq!(
         log.take(),
         [
-            "get_dependency",
             "worker_setup",
+            "prefix read",
             "worker_result true",
             "worker_teardown"
         ]
@@ -210,6 +219,8 @@ impl Extension for Recorder {
 }
 
 impl Entrypoint for Recorder {
+    type State = ();
+
     fn info(&self) -> &Arc<EntrypointInfo> {
         &self.info
     }
@@ -239,7 +250,7 @@ async fn graceful_stop_runs_in_nameko_order_and_hands_back_unstarted_work() {
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let first = c.spawn_worker(&info, Default::default(), Value::Null, {
         let log = log.clone();
-        move |_| async move {
+        move |_: Worker| async move {
             let _ = started_tx.send(());
             tokio::time::sleep(Duration::from_millis(100)).await;
             log.push("worker finished");
@@ -248,7 +259,7 @@ async fn graceful_stop_runs_in_nameko_order_and_hands_back_unstarted_work() {
     });
     started_rx.await.unwrap();
     // The only slot is taken: this one waits, and a graceful stop hands it back unstarted.
-    let second = c.spawn_worker(&info, Default::default(), Value::Null, |_| async {
+    let second = c.spawn_worker(&info, Default::default(), Value::Null, |_: Worker| async {
         Ok(Value::Null)
     });
     log.take();
@@ -306,6 +317,8 @@ impl Extension for Doomed {
 }
 
 impl Entrypoint for Doomed {
+    type State = ();
+
     fn info(&self) -> &Arc<EntrypointInfo> {
         &self.info
     }
@@ -358,12 +371,7 @@ async fn a_start_failure_names_the_extension_and_kills_the_container() {
             Err("database unreachable".into())
         }
     }
-    impl DependencyProvider for Broken {
-        type Dependency = ();
-        async fn get_dependency(&self, _: &WorkerContext) -> Result<(), BoxError> {
-            Ok(())
-        }
-    }
+    impl DependencyProvider for Broken {}
     let container =
         ServiceContainer::new(Service::new("svc").dependency("db", Broken), Config::new()).unwrap();
     let err = container.start().await.unwrap_err();
@@ -375,12 +383,17 @@ async fn a_start_failure_names_the_extension_and_kills_the_container() {
 }
 
 #[tokio::test]
-async fn replace_dependencies_and_restrict_entrypoints_edit_a_container_before_start() {
-    let log = Log::default();
+async fn a_fake_in_the_state_and_restrict_entrypoints_edit_a_service_before_start() {
+    let real = Log::default();
+    let fake = Log::default();
     let ran = Arc::new(AtomicUsize::new(0));
-    let service = greeting_service(&log).entrypoint(once("on_start", {
+    let service = greeting_service_with(Greeter {
+        prefix: "Howdy",
+        log: fake.clone(),
+    })
+    .entrypoint(once("on_start", {
         let ran = ran.clone();
-        move |_: Worker| {
+        move |_: Worker<Greeting>| {
             let ran = ran.clone();
             async move {
                 ran.fetch_add(1, Ordering::SeqCst);
@@ -388,11 +401,6 @@ async fn replace_dependencies_and_restrict_entrypoints_edit_a_container_before_s
         }
     }));
     let container = ServiceContainer::new(service, Config::new()).unwrap();
-    replace_dependencies(&container, "greeter", "Howdy").unwrap();
-    assert!(matches!(
-        replace_dependencies(&container, "nope", 1),
-        Err(TestingError::UnknownDependency { .. })
-    ));
     restrict_entrypoints(&container, &["hello"]).unwrap();
     assert!(matches!(
         restrict_entrypoints(&container, &["missing"]),
@@ -400,7 +408,7 @@ async fn replace_dependencies_and_restrict_entrypoints_edit_a_container_before_s
     ));
     container.start().await.unwrap();
     assert!(matches!(
-        replace_dependencies(&container, "greeter", "late"),
+        restrict_entrypoints(&container, &["hello"]),
         Err(TestingError::AlreadyStarted(_))
     ));
     let result = entrypoint_hook(&container, "hello")
@@ -409,7 +417,8 @@ async fn replace_dependencies_and_restrict_entrypoints_edit_a_container_before_s
         .await
         .unwrap();
     assert_eq!(result.unwrap(), "Howdy, Ann!");
-    assert!(log.take().is_empty(), "the real provider never ran");
+    assert!(real.take().is_empty(), "the real provider was never built");
+    assert!(fake.take().contains(&"prefix read".to_owned()));
     assert!(entrypoint_hook(&container, "on_start").is_err());
     container.stop().await;
     assert_eq!(
@@ -422,9 +431,10 @@ async fn replace_dependencies_and_restrict_entrypoints_edit_a_container_before_s
 #[tokio::test]
 async fn entrypoint_waiter_sees_a_worker_after_its_teardown() {
     let log = Log::default();
-    let service = greeting_service(&log).entrypoint(once("on_start", |w: Worker| async move {
-        Ok::<_, RemoteError>(w.call_id().to_owned())
-    }));
+    let service = greeting_service(&log)
+        .entrypoint(once("on_start", |w: Worker<Greeting>| async move {
+            Ok::<_, RemoteError>(w.call_id().to_owned())
+        }));
     let container = ServiceContainer::new(service, Config::new()).unwrap();
     let mut waiter = entrypoint_waiter(&container, "on_start")
         .unwrap()
@@ -492,36 +502,30 @@ async fn context_data_reaches_the_worker_and_the_stack_grows() {
 async fn worker_factory_builds_workers_for_direct_unit_tests() {
     let log = Log::default();
     let service = greeting_service(&log);
-    let worker = worker_factory(&service)
-        .replace("greeter", "Bonjour")
-        .unwrap()
-        .worker("hello");
-    let call = DirectCall {
+    let call = || DirectCall {
         args: vec![json!("Zoé")],
         ..Default::default()
     };
-    assert_eq!(greet(worker, call).await.unwrap(), "Bonjour, Zoé!");
-    assert!(worker_factory(&service).replace("nope", 1).is_err());
-    let missing = worker_factory(&service).worker("hello");
-    let err = greet(missing, DirectCall::default()).await.unwrap_err();
-    assert_eq!(err.exc_type, "DependencyError");
+    let worker = worker_factory(&service).worker("hello");
+    assert_eq!(worker.call_id().split('.').next(), Some("greeting_service"));
+    assert_eq!(greet(worker, call()).await.unwrap(), "Hello, Zoé!");
+    let fake = Greeting {
+        greeter: Greeter {
+            prefix: "Bonjour",
+            log: log.clone(),
+        },
+    };
+    let worker = worker_factory(&service).state(fake).worker("hello");
+    assert_eq!(greet(worker, call()).await.unwrap(), "Bonjour, Zoé!");
+    assert_eq!(log.take(), ["prefix read", "prefix read"]);
 }
 
 #[test]
-fn a_service_needs_a_name_and_unique_dependency_names() {
-    assert!(ServiceContainer::new(Service::new(" "), Config::new()).is_err());
-    let log = Log::default();
-    let twice = greeting_service(&log).dependency(
-        "greeter",
-        Greeter {
-            prefix: "x",
-            log: log.clone(),
-        },
-    );
-    let err = ServiceContainer::new(twice, Config::new()).unwrap_err();
+fn a_service_needs_a_name() {
+    let err = ServiceContainer::new(Service::new(" "), Config::new()).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "service `greeting_service` is misconfigured: two dependencies are named `greeter`"
+        "service ` ` is misconfigured: a service needs a non-empty name"
     );
 }
 
@@ -536,7 +540,7 @@ async fn a_worker_run_in_place_finishes_when_its_caller_goes_away_and_stop_waits
     let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
     let mut worker = c.run_worker(&info, Default::default(), Value::Null, {
         let log = log.clone();
-        move |_| async move {
+        move |_: Worker<Greeting>| async move {
             let _ = started_tx.send(());
             let _ = release_rx.await;
             log.push("method finished");
@@ -571,13 +575,15 @@ async fn a_worker_run_in_place_is_aborted_by_a_kill() {
     let container = ServiceContainer::new(Service::new("svc"), Config::new()).unwrap();
     container.start().await.unwrap();
     let info = Arc::new(EntrypointInfo::new("dummy", "slow"));
-    let worker =
-        container
-            .container()
-            .run_worker(&info, Default::default(), Value::Null, |_| async {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                Ok(Value::Null)
-            });
+    let worker = container.container().run_worker(
+        &info,
+        Default::default(),
+        Value::Null,
+        |_: Worker| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(Value::Null)
+        },
+    );
     let running = tokio::spawn(worker);
     tokio::task::yield_now().await;
     container.kill().await;
@@ -596,11 +602,6 @@ struct PanickingTeardown;
 impl Extension for PanickingTeardown {}
 
 impl DependencyProvider for PanickingTeardown {
-    type Dependency = ();
-
-    async fn get_dependency(&self, _: &WorkerContext) -> Result<(), BoxError> {
-        Ok(())
-    }
     async fn worker_teardown(&self, _: &WorkerContext) {
         panic!("teardown broke");
     }
@@ -614,13 +615,13 @@ async fn a_panic_around_the_method_ends_the_worker_not_the_task_awaiting_it() {
     let info = Arc::new(EntrypointInfo::new("dummy", "method"));
     let c = container.container();
     let ran = c
-        .run_worker(&info, Default::default(), Value::Null, |_| async {
+        .run_worker(&info, Default::default(), Value::Null, |_: Worker| async {
             Ok(json!("done"))
         })
         .await;
     assert_eq!(ran, Err(nameko_core::WorkerAborted::Panicked));
     let spawned = c
-        .spawn_worker(&info, Default::default(), Value::Null, |_| async {
+        .spawn_worker(&info, Default::default(), Value::Null, |_: Worker| async {
             Ok(json!("done"))
         })
         .await;

@@ -14,12 +14,16 @@
 //! ```no_run
 //! use nameko_core::{Config, RemoteError, Service, ServiceContainer, Worker};
 //! use nameko_core::testing::{dummy, entrypoint_hook};
-//! use nameko_events::{Dispatch, EventDispatcher, HandlerType, event_handler};
+//! use nameko_events::{EventDispatcher, HandlerType, event_handler};
 //! use serde_json::json;
 //!
-//! async fn create(worker: Worker, _: nameko_core::DirectCall) -> Result<(), RemoteError> {
-//!     let dispatch = worker.dependency::<Dispatch>("dispatch")?;
-//!     dispatch.dispatch("order_created", &json!({"id": 7})).await?;
+//! struct Orders {
+//!     dispatch: EventDispatcher,
+//! }
+//!
+//! async fn create(worker: Worker<Orders>, _: nameko_core::DirectCall) -> Result<(), RemoteError> {
+//!     let dispatch = &worker.service().dispatch;
+//!     dispatch.dispatch(&worker, "order_created", &json!({"id": 7})).await?;
 //!     Ok(())
 //! }
 //!
@@ -32,9 +36,10 @@
 //! let mut config = Config::new();
 //! config.set("AMQP_URI", "amqp://guest:guest@localhost");
 //!
-//! let orders = Service::new("orders")
-//!     .dependency("dispatch", EventDispatcher::new())
-//!     .entrypoint(dummy("create", create));
+//! let orders = Service::with_state("orders", |deps| Orders {
+//!     dispatch: deps.add("dispatch", EventDispatcher::new()),
+//! })
+//! .entrypoint(dummy("create", create));
 //! let mailer = Service::new("mailer").entrypoint(
 //!     event_handler("orders", "order_created", "on_order", on_order)
 //!         .handler_type(HandlerType::Singleton),

@@ -481,7 +481,7 @@ mod tests {
             &Arc::new(EntrypointInfo::new("test", "busy")),
             ContextData::new(),
             Value::Null,
-            move |_| async move {
+            move |_: Worker| async move {
                 let _ = held.await;
                 Ok(Value::Null)
             },
@@ -497,6 +497,7 @@ mod tests {
             container: running.clone(),
             response_from_exception: None,
             accepting: Arc::new(AtomicBool::new(true)),
+            _state: PhantomData,
         };
         let request = hyper::Request::builder()
             .uri("/x")
@@ -556,6 +557,7 @@ mod tests {
             container: running.clone(),
             response_from_exception: None,
             accepting: Arc::new(AtomicBool::new(true)),
+            _state: PhantomData,
         };
         let request = hyper::Request::builder()
             .uri("/x")

@@ -183,10 +183,6 @@ async fn handler_errors_get_nameko_default_responses() {
     async fn plain(_: Worker, _: Request) -> anyhow::Result<String> {
         anyhow::bail!("plain failure")
     }
-    async fn missing_dependency(worker: Worker, _: Request) -> Result<String, RemoteError> {
-        let name = worker.dependency::<String>("config")?;
-        Ok(name.clone())
-    }
 
     let service = Service::new("error_forms")
         .entrypoint(http("GET", "/fail", "fail", fail))
@@ -194,13 +190,7 @@ async fn handler_errors_get_nameko_default_responses() {
             http("GET", "/expected", "expected", expected).expected_exceptions(["ValueError"]),
         )
         .entrypoint(http("POST", "/bad", "bad_request", bad_request))
-        .entrypoint(http("GET", "/plain", "plain", plain))
-        .entrypoint(http(
-            "GET",
-            "/dependency",
-            "missing_dependency",
-            missing_dependency,
-        ));
+        .entrypoint(http("GET", "/plain", "plain", plain));
     let (container, addr) = start(service, config()).await;
 
     let reply = get(addr, "/fail").await;
@@ -222,13 +212,6 @@ async fn handler_errors_get_nameko_default_responses() {
     let reply = get(addr, "/plain").await;
     assert_eq!(reply.status, 500);
     assert_eq!(reply.text(), "Error: Error: plain failure\n");
-
-    let reply = get(addr, "/dependency").await;
-    assert_eq!(reply.status, 500);
-    assert_eq!(
-        reply.text(),
-        "Error: DependencyError: no dependency named `config` is registered on this service\n"
-    );
 
     within(container.stop()).await;
 }
@@ -615,15 +598,6 @@ struct SlowTeardown {
 impl nameko_core::Extension for SlowTeardown {}
 
 impl nameko_core::DependencyProvider for SlowTeardown {
-    type Dependency = ();
-
-    async fn get_dependency(
-        &self,
-        _: &nameko_core::WorkerContext,
-    ) -> Result<(), nameko_core::BoxError> {
-        Ok(())
-    }
-
     async fn worker_teardown(&self, _: &nameko_core::WorkerContext) {
         let _pass = self.gate.acquire().await.unwrap();
         self.torn_down.fetch_add(1, Ordering::SeqCst);

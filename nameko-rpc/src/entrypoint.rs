@@ -17,8 +17,8 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
 use nameko_core::{
-    BoxError, Container, DirectCall, Entrypoint, EntrypointInfo, Extension, IntoWorkerResult,
-    RemoteError, Worker, WorkerResult, AnyWorker,
+    AnyWorker, BoxError, Container, DirectCall, Entrypoint, EntrypointInfo, Extension,
+    IntoWorkerResult, RemoteError, Worker, WorkerResult,
 };
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -35,8 +35,11 @@ pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>
 /// Implemented for every such function; there is nothing to implement by hand.
 pub trait RpcHandler<S, A>: Clone + Send + Sync + 'static {
     /// Runs the handler and turns its return value into the worker's result.
-    fn run(&self, worker: Worker<S>, args: A)
-    -> impl Future<Output = WorkerResult> + Send + 'static;
+    fn run(
+        &self,
+        worker: Worker<S>,
+        args: A,
+    ) -> impl Future<Output = WorkerResult> + Send + 'static;
 }
 
 impl<F, S, A, Fut> RpcHandler<S, A> for F
@@ -176,7 +179,9 @@ where
                     logged: bound.logged,
                     run: Box::new(move |worker: AnyWorker| match worker.downcast::<S>() {
                         Ok(worker) => Box::pin(handler.run(worker, value)),
-                        Err(_) => Box::pin(std::future::ready(Err(RemoteError::state_mismatch::<S>()))),
+                        Err(_) => {
+                            Box::pin(std::future::ready(Err(RemoteError::state_mismatch::<S>())))
+                        }
                     }),
                 })
             }),
@@ -232,4 +237,3 @@ where
         Ok(worker.await?)
     }
 }
-

@@ -34,15 +34,19 @@
 //!
 //! ```no_run
 //! use nameko_core::{Config, RemoteError, Service, ServiceContainer, Worker};
-//! use nameko_rpc::{ClusterRpcClient, RpcProxy, ServiceProxy, rpc};
+//! use nameko_rpc::{ClusterRpcClient, RpcProxy, rpc};
 //!
 //! async fn hello(_: Worker, name: String) -> Result<String, RemoteError> {
 //!     Ok(format!("Hello, {name}!"))
 //! }
 //!
-//! async fn remote_method(worker: Worker, value: String) -> anyhow::Result<String> {
-//!     let y = worker.dependency::<ServiceProxy>("y")?;
-//!     let appended: String = y.call("append_identifier", (value,)).await?;
+//! struct ServiceX {
+//!     y: RpcProxy,
+//! }
+//!
+//! async fn remote_method(worker: Worker<ServiceX>, value: String) -> anyhow::Result<String> {
+//!     let y = &worker.service().y;
+//!     let appended: String = y.call(&worker, "append_identifier", (value,)).await?;
 //!     Ok(format!("{appended}-x"))
 //! }
 //!
@@ -53,9 +57,10 @@
 //!     config.clone(),
 //! )?;
 //! let x = ServiceContainer::new(
-//!     Service::new("service_x")
-//!         .dependency("y", RpcProxy::new("service_y"))
-//!         .entrypoint(rpc("remote_method", remote_method)),
+//!     Service::with_state("service_x", |deps| ServiceX {
+//!         y: deps.add("y", RpcProxy::new("service_y")),
+//!     })
+//!     .entrypoint(rpc("remote_method", remote_method)),
 //!     config.clone(),
 //! )?;
 //! greeter.start().await?;

@@ -34,21 +34,33 @@
 //!         print("service b received:", payload)
 //! ```
 
-use nameko_core::{Config, RemoteError, Service, Worker};
-use nameko_events::{Dispatch, EventDispatcher, event_handler};
+use nameko_core::{AnyService, Config, RemoteError, Service, Worker};
+use nameko_events::{EventDispatcher, event_handler};
 use nameko_rpc::rpc;
 use serde_json::Value;
 
 /// Both services: `service_a` and `service_b`.
-pub fn services(config: &Config) -> [Service; 2] {
-    [service_a(config), service_b(config)]
+pub fn services(config: &Config) -> [AnyService; 2] {
+    [service_a(config).into(), service_b(config).into()]
 }
 
 /// `service_a`: `dispatching_method(payload)`, with an event dispatcher under `dispatch`.
-pub fn service_a(_config: &Config) -> Service {
-    Service::new("service_a")
-        .dependency("dispatch", EventDispatcher::new())
-        .entrypoint(rpc("dispatching_method", dispatching_method))
+pub fn service_a(_config: &Config) -> Service<ServiceA> {
+    service_a_with(EventDispatcher::new())
+}
+
+/// `service_a` dispatching through `dispatch`: a real dispatcher, or a recording one.
+pub fn service_a_with(dispatch: EventDispatcher) -> Service<ServiceA> {
+    Service::with_state("service_a", |deps| ServiceA {
+        dispatch: deps.add("dispatch", dispatch),
+    })
+    .entrypoint(rpc("dispatching_method", dispatching_method))
+}
+
+/// The state of `service_a`: Nameko's `dispatch = EventDispatcher()`.
+#[derive(Debug)]
+pub struct ServiceA {
+    dispatch: EventDispatcher,
 }
 
 /// `service_b`: `handle_event` for `event_type` events from `service_a`.
@@ -62,9 +74,9 @@ pub fn service_b(_config: &Config) -> Service {
 }
 
 /// Any JSON payload is dispatched as it is; the call returns once the broker has it.
-async fn dispatching_method(worker: Worker, payload: Value) -> Result<(), RemoteError> {
-    let dispatch = worker.dependency::<Dispatch>("dispatch")?;
-    dispatch.dispatch("event_type", &payload).await?;
+async fn dispatching_method(worker: Worker<ServiceA>, payload: Value) -> Result<(), RemoteError> {
+    let dispatch = &worker.service().dispatch;
+    dispatch.dispatch(&worker, "event_type", &payload).await?;
     Ok(())
 }
 
@@ -78,7 +90,20 @@ async fn handle_event(_worker: Worker, payload: Value) {
 
 #[cfg(test)]
 mod tests {
+    use nameko_core::testing::worker_factory;
+
     use super::*;
+
+    #[tokio::test]
+    async fn dispatching_method_dispatches_its_payload() {
+        let dispatch = EventDispatcher::recording();
+        let worker = worker_factory(&service_a_with(dispatch.clone())).worker("dispatching_method");
+        dispatching_method(worker, "hello".into()).await.unwrap();
+        let events = dispatch.dispatched();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type, "event_type");
+        assert_eq!(events[0].payload, "hello");
+    }
 
     #[test]
     fn the_services_declare_what_nameko_declares() {

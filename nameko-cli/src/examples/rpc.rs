@@ -53,22 +53,35 @@
 //!         return self.y.append_identifier(res)
 //! ```
 
-use nameko_core::{Config, RemoteError, Service, Worker};
-use nameko_rpc::{RpcProxy, ServiceProxy, rpc};
+use nameko_core::{AnyService, Config, RemoteError, Service, Worker};
+use nameko_rpc::{RpcProxy, rpc};
 
 /// Both services: `service_x` and `service_y`.
-pub fn services(config: &Config) -> [Service; 2] {
-    [service_x(config), service_y(config)]
+pub fn services(config: &Config) -> [AnyService; 2] {
+    [service_x(config).into(), service_y(config).into()]
 }
 
 /// `service_x`: `remote_method(value)`, with a proxy to `service_y` under the name `y`.
-pub fn service_x(_config: &Config) -> Service {
-    Service::new("service_x")
-        .dependency("y", RpcProxy::new("service_y"))
-        .entrypoint(rpc("remote_method", remote_method))
+pub fn service_x(_config: &Config) -> Service<ServiceX> {
+    service_x_with(RpcProxy::new("service_y"))
+}
+
+/// `service_x` calling `service_y` through `y`: a real proxy, or a test double.
+pub fn service_x_with(y: RpcProxy) -> Service<ServiceX> {
+    Service::with_state("service_x", |deps| ServiceX {
+        y: deps.add("y", y),
+    })
+    .entrypoint(rpc("remote_method", remote_method))
 }
 
 /// `service_y`: `append_identifier(value)`.
+/// The state of `service_x`: Nameko's `y = RpcProxy("service_y")`.
+#[derive(Debug)]
+pub struct ServiceX {
+    y: RpcProxy,
+}
+
+/// `service_y`, which appends its identifier.
 pub fn service_y(_config: &Config) -> Service {
     Service::new("service_y").entrypoint(rpc("append_identifier", append_identifier))
 }
@@ -78,10 +91,10 @@ async fn append_identifier(_worker: Worker, value: String) -> Result<String, Rem
 }
 
 /// A remote error from `service_y` reaches this method's caller with its own type.
-async fn remote_method(worker: Worker, value: String) -> Result<String, RemoteError> {
-    let y = worker.dependency::<ServiceProxy>("y")?;
+async fn remote_method(worker: Worker<ServiceX>, value: String) -> Result<String, RemoteError> {
     let res = format!("{value}-x");
-    Ok(y.call("append_identifier", (res,)).await?)
+    let y = &worker.service().y;
+    Ok(y.call(&worker, "append_identifier", (res,)).await?)
 }
 
 #[cfg(test)]
@@ -99,6 +112,29 @@ mod tests {
                 .unwrap(),
             "hello-x-y"
         );
+    }
+
+    #[tokio::test]
+    async fn service_x_calls_service_y_with_its_own_suffix() {
+        let y = RpcProxy::stub("service_y", |method, args| {
+            assert_eq!(method, "append_identifier");
+            Ok(format!("{}-stubbed", args.args[0].as_str().unwrap_or_default()).into())
+        });
+        let worker = worker_factory(&service_x_with(y)).worker("remote_method");
+        assert_eq!(
+            remote_method(worker, "hello".to_owned()).await.unwrap(),
+            "hello-x-stubbed"
+        );
+    }
+
+    #[tokio::test]
+    async fn service_x_passes_on_a_remote_error() {
+        let y = RpcProxy::stub("service_y", |_, _| {
+            Err(RemoteError::new("ValueError", "builtins.ValueError", "no"))
+        });
+        let worker = worker_factory(&service_x_with(y)).worker("remote_method");
+        let error = remote_method(worker, "hello".to_owned()).await.unwrap_err();
+        assert_eq!(error.exc_type, "ValueError");
     }
 
     #[test]

@@ -22,8 +22,8 @@ use nameko_core::{
     RemoteError, Service, ServiceContainer, Worker,
 };
 use nameko_events::{
-    BroadcastIdentifier, Dispatch, EventDispatcher, HandlerType, StandaloneDispatcher,
-    dead_event_queue, event_exchange, event_handler, names,
+    BroadcastIdentifier, EventDispatcher, HandlerType, StandaloneDispatcher, dead_event_queue,
+    event_exchange, event_handler, names,
 };
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -128,7 +128,10 @@ pub(crate) async fn stragglers(inbox: &mut Inbox) -> Vec<Received> {
     got
 }
 
-pub(crate) async fn run(service: Service, config: &Config) -> ServiceContainer {
+pub(crate) async fn run(
+    service: impl Into<nameko_core::AnyService>,
+    config: &Config,
+) -> ServiceContainer {
     let container = ServiceContainer::new(service, config.clone()).expect("a valid service");
     container.start().await.expect("the service starts");
     container
@@ -190,16 +193,24 @@ async fn dispatch_ids(dispatcher: &StandaloneDispatcher, source: &str, event_typ
 }
 
 /// A service that dispatches, from a hooked worker, whatever event it is called with.
-pub(crate) fn emitter(name: &str) -> Service {
-    async fn emit(worker: Worker, call: DirectCall) -> Result<String, RemoteError> {
-        let dispatch = worker.dependency::<Dispatch>("dispatch")?;
+pub(crate) fn emitter(name: &str) -> Service<Emitter> {
+    async fn emit(worker: Worker<Emitter>, call: DirectCall) -> Result<String, RemoteError> {
         let event_type = call.args[0].as_str().unwrap_or_default().to_owned();
-        dispatch.dispatch(&event_type, &call.args[1]).await?;
+        let dispatch = &worker.service().dispatch;
+        dispatch
+            .dispatch(&worker, &event_type, &call.args[1])
+            .await?;
         Ok(worker.call_id().to_owned())
     }
-    Service::new(name)
-        .dependency("dispatch", EventDispatcher::new())
-        .entrypoint(dummy("emit", emit))
+    Service::with_state(name, |deps| Emitter {
+        dispatch: deps.add("dispatch", EventDispatcher::new()),
+    })
+    .entrypoint(dummy("emit", emit))
+}
+
+/// The state of [`emitter`].
+pub(crate) struct Emitter {
+    dispatch: EventDispatcher,
 }
 
 #[tokio::test]
@@ -933,6 +944,8 @@ impl Extension for OpenOnStop {
 }
 
 impl Entrypoint for OpenOnStop {
+    type State = ();
+
     fn info(&self) -> &Arc<EntrypointInfo> {
         &self.info
     }

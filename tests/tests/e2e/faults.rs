@@ -29,7 +29,7 @@ use nameko_amqp::{Connection, ConnectionConfig, ConnectionRole, QueueSpec, Topol
 use nameko_core::{
     Config, ContainerState, RemoteError, Service, ServiceContainer, Worker, WorkerEvent,
 };
-use nameko_events::{Dispatch, EventDispatcher, StandaloneDispatcher, event_handler, names};
+use nameko_events::{EventDispatcher, StandaloneDispatcher, event_handler, names};
 use nameko_rpc::{ClusterRpcClient, RpcError, rpc};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -49,7 +49,7 @@ async fn within<F: IntoFuture>(future: F) -> F::Output {
         .expect("timed out waiting")
 }
 
-async fn start(service: Service, config: &Config) -> ServiceContainer {
+async fn start(service: impl Into<nameko_core::AnyService>, config: &Config) -> ServiceContainer {
     let container = ServiceContainer::new(service, config.clone()).expect("valid service");
     within(container.start()).await.expect("service starts");
     container
@@ -1287,15 +1287,21 @@ async fn an_event_dispatcher_dispatches_again_after_a_cut() {
     let proxy = FaultProxy::for_broker(&uri).await;
     let config_service = config(&proxy.uri(&uri, CONNECT_TIMEOUT), &[]);
     let (name, listener) = (unique("faults_dispatch"), unique("faults_listener"));
-    async fn announce(worker: Worker, tag: String) -> Result<String, RemoteError> {
-        let dispatch = worker.dependency::<Dispatch>("dispatch")?;
-        dispatch.dispatch("announced", &json!({"tag": tag})).await?;
+    struct Announcer {
+        dispatch: EventDispatcher,
+    }
+    async fn announce(worker: Worker<Announcer>, tag: String) -> Result<String, RemoteError> {
+        let dispatch = &worker.service().dispatch;
+        dispatch
+            .dispatch(&worker, "announced", &json!({"tag": tag}))
+            .await?;
         Ok(tag)
     }
     let service = start(
-        Service::new(name.as_str())
-            .dependency("dispatch", EventDispatcher::new())
-            .entrypoint(rpc("announce", announce)),
+        Service::with_state(name.as_str(), |deps| Announcer {
+            dispatch: deps.add("dispatch", EventDispatcher::new()),
+        })
+        .entrypoint(rpc("announce", announce)),
         &config_service,
     )
     .await;

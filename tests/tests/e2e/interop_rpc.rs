@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use nameko_core::{ContextData, RemoteError, Service, ServiceContainer, Worker};
-use nameko_rpc::{Args, ClusterRpcClient, RpcError, RpcProxy, ServiceProxy, rpc};
+use nameko_rpc::{Args, ClusterRpcClient, RpcError, RpcProxy, rpc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -183,22 +183,26 @@ async fn a_rust_service_calls_a_python_service_through_rpc_proxy() {
     let mut python_service = PythonProcess::spawn(&python, "rpc_service.py", &uri, &[&py_name]);
     python_service.wait_for_line("ready", WAIT).await;
 
-    async fn relay(worker: Worker, _: ()) -> anyhow::Result<Value> {
-        let python = worker.dependency::<ServiceProxy>("python")?;
+    struct CallsPython {
+        python: RpcProxy,
+    }
+    async fn relay(worker: Worker<CallsPython>, _: ()) -> anyhow::Result<Value> {
+        let python = worker.service().python.bind(&worker);
         let seen: Value = python.call("whoami", ()).await?;
         let echoed: Value = python.call("echo", (1,)).await?;
         Ok(json!({"seen": seen, "echoed": echoed}))
     }
-    async fn relay_failure(worker: Worker, _: ()) -> Result<(), RemoteError> {
-        let python = worker.dependency::<ServiceProxy>("python")?;
-        python.call::<()>("fail", ()).await?;
+    async fn relay_failure(worker: Worker<CallsPython>, _: ()) -> Result<(), RemoteError> {
+        let python = &worker.service().python;
+        python.call::<()>(&worker, "fail", ()).await?;
         Ok(())
     }
     let service = ServiceContainer::new(
-        Service::new(rust_name.as_str())
-            .dependency("python", RpcProxy::new(py_name.as_str()))
-            .entrypoint(rpc("relay", relay))
-            .entrypoint(rpc("relay_failure", relay_failure)),
+        Service::with_state(rust_name.as_str(), |deps| CallsPython {
+            python: deps.add("python", RpcProxy::new(py_name.as_str())),
+        })
+        .entrypoint(rpc("relay", relay))
+        .entrypoint(rpc("relay_failure", relay_failure)),
         config.clone(),
     )
     .unwrap();

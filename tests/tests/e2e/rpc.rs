@@ -21,12 +21,26 @@ use nameko_core::testing::entrypoint_hook;
 use nameko_core::{
     Config, ContainerState, ContextData, RemoteError, Service, ServiceContainer, Worker,
 };
-use nameko_rpc::{Args, ClusterRpcClient, RpcError, RpcProxy, ServiceProxy, ServiceRpcClient, rpc};
+use nameko_rpc::{Args, ClusterRpcClient, RpcError, RpcProxy, ServiceRpcClient, rpc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::support::{broker_uri, config, unique};
+
+/// The state of a `service_x` that calls `service_y` through `y`.
+struct ServiceX {
+    y: RpcProxy,
+}
+
+impl ServiceX {
+    /// Service `name`, calling service `y` through its `y` field.
+    fn service(name: &str, y: &str) -> Service<ServiceX> {
+        Service::with_state(name, |deps| ServiceX {
+            y: deps.add("y", RpcProxy::new(y)),
+        })
+    }
+}
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -37,7 +51,7 @@ async fn within<F: IntoFuture>(future: F) -> F::Output {
         .expect("timed out waiting")
 }
 
-async fn start(service: Service, config: &Config) -> ServiceContainer {
+async fn start(service: impl Into<nameko_core::AnyService>, config: &Config) -> ServiceContainer {
     let container = ServiceContainer::new(service, config.clone()).expect("valid service");
     within(container.start()).await.expect("service starts");
     container
@@ -770,15 +784,18 @@ async fn rpc_proxy_calls_another_service_with_the_workers_context() {
             "call_id_stack": worker.call_id_stack(),
         }))
     }
-    async fn remote_method(worker: Worker, value: String) -> anyhow::Result<Value> {
-        let y = worker.dependency::<ServiceProxy>("y")?;
+    async fn remote_method(worker: Worker<ServiceX>, value: String) -> anyhow::Result<Value> {
+        let y = worker.service().y.bind(&worker);
         let mut answer: Value = y.call("append_identifier", (value,)).await?;
         let appended = format!("{}-x", answer["value"].as_str().unwrap_or_default());
         answer["value"] = json!(appended);
         Ok(answer)
     }
-    async fn concurrent(worker: Worker, values: Vec<String>) -> anyhow::Result<Vec<String>> {
-        let y = worker.dependency::<ServiceProxy>("y")?;
+    async fn concurrent(
+        worker: Worker<ServiceX>,
+        values: Vec<String>,
+    ) -> anyhow::Result<Vec<String>> {
+        let y = worker.service().y.bind(&worker);
         let mut calls = Vec::new();
         for value in &values {
             calls.push(y.call_async::<Value>("append_identifier", (value,)).await?);
@@ -796,8 +813,7 @@ async fn rpc_proxy_calls_another_service_with_the_workers_context() {
     )
     .await;
     let service_x = start(
-        Service::new(x.as_str())
-            .dependency("y", RpcProxy::new(y.as_str()))
+        ServiceX::service(&x, &y)
             .entrypoint(rpc("remote_method", remote_method))
             .entrypoint(rpc("concurrent", concurrent)),
         &config,
@@ -856,19 +872,23 @@ async fn remote_errors_propagate_through_a_proxy_with_their_type() {
     async fn raises(_: Worker, _: ()) -> Result<(), RemoteError> {
         Err(RemoteError::new("Boom", "service_y.Boom", "bang"))
     }
-    async fn via_anyhow(worker: Worker, _: ()) -> anyhow::Result<()> {
-        let y = worker.dependency::<ServiceProxy>("y")?;
-        y.call::<()>("raises", ()).await?;
+    struct Callers {
+        y: RpcProxy,
+        nowhere: RpcProxy,
+    }
+    async fn via_anyhow(worker: Worker<Callers>, _: ()) -> anyhow::Result<()> {
+        let y = &worker.service().y;
+        y.call::<()>(&worker, "raises", ()).await?;
         Ok(())
     }
-    async fn via_remote_error(worker: Worker, _: ()) -> Result<(), RemoteError> {
-        let y = worker.dependency::<ServiceProxy>("y")?;
-        y.call::<()>("raises", ()).await?;
+    async fn via_remote_error(worker: Worker<Callers>, _: ()) -> Result<(), RemoteError> {
+        let y = &worker.service().y;
+        y.call::<()>(&worker, "raises", ()).await?;
         Ok(())
     }
-    async fn unknown(worker: Worker, _: ()) -> Result<(), RemoteError> {
-        let nowhere = worker.dependency::<ServiceProxy>("nowhere")?;
-        nowhere.call::<()>("anything", ()).await?;
+    async fn unknown(worker: Worker<Callers>, _: ()) -> Result<(), RemoteError> {
+        let nowhere = &worker.service().nowhere;
+        nowhere.call::<()>(&worker, "anything", ()).await?;
         Ok(())
     }
 
@@ -878,12 +898,13 @@ async fn remote_errors_propagate_through_a_proxy_with_their_type() {
     )
     .await;
     let service_x = start(
-        Service::new(x.as_str())
-            .dependency("y", RpcProxy::new(y.as_str()))
-            .dependency("nowhere", RpcProxy::new(nowhere.as_str()))
-            .entrypoint(rpc("via_anyhow", via_anyhow))
-            .entrypoint(rpc("via_remote_error", via_remote_error))
-            .entrypoint(rpc("unknown", unknown)),
+        Service::with_state(x.as_str(), |deps| Callers {
+            y: deps.add("y", RpcProxy::new(y.as_str())),
+            nowhere: deps.add("nowhere", RpcProxy::new(nowhere.as_str())),
+        })
+        .entrypoint(rpc("via_anyhow", via_anyhow))
+        .entrypoint(rpc("via_remote_error", via_remote_error))
+        .entrypoint(rpc("unknown", unknown)),
         &config,
     )
     .await;
@@ -1347,15 +1368,12 @@ async fn a_stopping_service_still_receives_replies_for_its_running_workers() {
         &config,
     )
     .await;
-    async fn relay(worker: Worker, tag: String) -> anyhow::Result<String> {
-        let y = worker.dependency::<ServiceProxy>("y")?;
-        let answer: String = y.call("slow", (tag,)).await?;
+    async fn relay(worker: Worker<ServiceX>, tag: String) -> anyhow::Result<String> {
+        let answer: String = worker.service().y.call(&worker, "slow", (tag,)).await?;
         Ok(format!("x:{answer}"))
     }
     let service_x = start(
-        Service::new(x.as_str())
-            .dependency("y", RpcProxy::new(y.as_str()))
-            .entrypoint(rpc("relay", relay)),
+        ServiceX::service(&x, &y).entrypoint(rpc("relay", relay)),
         &config,
     )
     .await;
