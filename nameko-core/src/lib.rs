@@ -8,10 +8,10 @@
 //!
 //! | Nameko (Python)                | nameko-core                                   |
 //! |--------------------------------|-----------------------------------------------|
-//! | service class with `name`      | [`Service::new`]                              |
+//! | service class with `name`      | [`Service::new`], or [`Service::with_state`] for one with attributes |
 //! | decorated method               | an [`Entrypoint`] added with [`Service::entrypoint`] |
-//! | class attribute dependency     | a [`DependencyProvider`] added with [`Service::dependency`] |
-//! | `self.<attr>` inside a method  | [`Worker::dependency`]                        |
+//! | class attribute dependency     | a field of the state; a [`DependencyProvider`] registered with [`Dependencies::add`] |
+//! | `self.<attr>` inside a method  | `worker.service().<field>` ([`Worker::service`]) |
 //! | `ServiceContainer`, `ServiceRunner` | [`ServiceContainer`], [`ServiceRunner`]  |
 //! | `worker_ctx`                   | [`WorkerContext`]                             |
 //! | `nameko.testing`               | [`testing`]                                   |
