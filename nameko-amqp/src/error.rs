@@ -82,6 +82,9 @@ pub enum UriError {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A broker key of the service's config has a value of the wrong kind.
+    #[error(transparent)]
+    Config(#[from] nameko_core::ConfigError),
     /// The broker address is unusable.
     #[error(transparent)]
     Uri(#[from] UriError),

@@ -4,6 +4,8 @@
 //! semantics: it depends on none of nameko-rs's extension crates, and `nameko-rpc` and
 //! `nameko-events` build on it. It provides
 //!
+//! - [`AmqpSettings`]: the one reading of a service's broker keys (`AMQP_URI`, `HEARTBEAT`,
+//!   `LOGIN_METHOD`, `AMQP_SSL`, `serializer`, `PREFETCH_COUNT`), shared by every extension;
 //! - [`AmqpUri`] and [`ConnectionConfig`]: broker addresses as Nameko configs write them
 //!   (`pyamqp://`, kombu's vhost rules), never printed with their password;
 //! - [`TlsOptions`]: TLS to the broker for `amqps://` and Nameko's `AMQP_SSL`, always
@@ -68,6 +70,7 @@ pub mod headers;
 pub mod json;
 mod publisher;
 mod recovery;
+mod settings;
 mod tls;
 mod topology;
 mod uri;
@@ -78,6 +81,7 @@ pub use consumer::{Consumer, ConsumerHandle, Delivery};
 pub use error::{DecodeError, Error, PublishError, Result, UriError};
 pub use publisher::{PublishOptions, Publisher};
 pub use recovery::{Binding, Declarations, RecoveringConsumer, RecoveringHandle, Recovery};
+pub use settings::{AmqpSettings, DEFAULT_AMQP_URI, SERIALIZER};
 pub use tls::TlsOptions;
 pub use topology::{ExchangeSpec, QueueSpec, QueueState, Topology, event_exchange_name};
 pub use uri::{AmqpUri, DEFAULT_FRAME_MAX, Scheme};

@@ -13,7 +13,7 @@ use nameko_core::Config;
 use nameko_rpc::{Args, ClusterRpcClient};
 use serde_json::{Map, Value};
 
-use crate::config::shown_broker;
+use crate::config::{amqp_uri, shown_broker};
 use crate::error::CliError;
 
 /// Positional and keyword arguments of one call.
@@ -70,7 +70,7 @@ pub(crate) async fn call(
     let (service, method) = parse_target(target)?;
     let arguments = parse_arguments(arguments)?;
     let timeout = parse_timeout(timeout)?;
-    tracing::debug!(broker = %shown_broker(&config.amqp_uri()?), "calling {service}.{method}");
+    tracing::debug!(broker = %shown_broker(&amqp_uri(&config)), "calling {service}.{method}");
     let client = ClusterRpcClient::connect(&config)
         .await?
         .with_timeout(Some(timeout));

@@ -193,7 +193,7 @@ impl Cli {
                     .await
             }
             Command::ShowConfig { .. } => {
-                print!("{}", config.to_yaml());
+                print!("{}", crate::config_file::to_yaml(&config));
                 Ok(())
             }
         }

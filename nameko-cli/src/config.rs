@@ -21,7 +21,10 @@
 
 use std::path::PathBuf;
 
-use nameko_core::{Config, DEFAULT_AMQP_URI};
+use nameko_amqp::DEFAULT_AMQP_URI;
+use nameko_core::Config;
+
+use crate::config_file;
 
 use crate::error::CliError;
 
@@ -66,7 +69,7 @@ impl ConfigArgs {
     /// `AMQP_URI`, so `show-config` shows which broker a command would use.
     pub(crate) fn resolve_with(&self, env_amqp_uri: Option<String>) -> Result<Config, CliError> {
         let mut config = match &self.config {
-            Some(path) => Config::load(path)?,
+            Some(path) => config_file::load(path)?,
             None => Config::new(),
         };
         let from_file = config.get("AMQP_URI").is_some_and(|v| !v.is_null());
@@ -83,10 +86,19 @@ impl ConfigArgs {
             config.set("AMQP_URI", uri);
         }
         for definition in &self.defines {
-            config.define(definition)?;
+            config_file::define(&mut config, definition)?;
         }
         Ok(config)
     }
+}
+
+/// The broker a config names, as written (for logs, through [`shown_broker`]).
+pub(crate) fn amqp_uri(config: &Config) -> String {
+    config
+        .get("AMQP_URI")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or(DEFAULT_AMQP_URI)
+        .to_owned()
 }
 
 /// A broker URI fit for a log line: the password replaced by `***`, even in a URI that does not
@@ -141,11 +153,8 @@ mod tests {
         path
     }
 
-    fn amqp_uri(args: &ConfigArgs, env: Option<&str>) -> String {
-        args.resolve_with(env.map(str::to_owned))
-            .unwrap()
-            .amqp_uri()
-            .unwrap()
+    fn broker_of(args: &ConfigArgs, env: Option<&str>) -> String {
+        amqp_uri(&args.resolve_with(env.map(str::to_owned)).unwrap())
     }
 
     #[test]
@@ -153,19 +162,22 @@ mod tests {
         let with_file = Some(file("precedence", "AMQP_URI: amqp://file\n"));
         let env = Some("amqp://env");
 
-        assert_eq!(amqp_uri(&args(None, &[], None), None), DEFAULT_AMQP_URI);
-        assert_eq!(amqp_uri(&args(None, &[], None), Some("")), DEFAULT_AMQP_URI);
-        assert_eq!(amqp_uri(&args(None, &[], None), env), "amqp://env");
+        assert_eq!(broker_of(&args(None, &[], None), None), DEFAULT_AMQP_URI);
         assert_eq!(
-            amqp_uri(&args(with_file.clone(), &[], None), env),
+            broker_of(&args(None, &[], None), Some("")),
+            DEFAULT_AMQP_URI
+        );
+        assert_eq!(broker_of(&args(None, &[], None), env), "amqp://env");
+        assert_eq!(
+            broker_of(&args(with_file.clone(), &[], None), env),
             "amqp://file"
         );
         assert_eq!(
-            amqp_uri(&args(with_file.clone(), &[], Some("amqp://flag")), env),
+            broker_of(&args(with_file.clone(), &[], Some("amqp://flag")), env),
             "amqp://flag"
         );
         assert_eq!(
-            amqp_uri(
+            broker_of(
                 &args(with_file, &["AMQP_URI=amqp://define"], Some("amqp://flag")),
                 env
             ),
@@ -182,8 +194,11 @@ mod tests {
         let config = args(Some(path), &[], None)
             .resolve_with(Some("amqp://env".to_owned()))
             .unwrap();
-        assert_eq!(config.amqp_uri().unwrap(), "amqp://env");
-        assert_eq!(config.web_server_address().unwrap(), "127.0.0.1:9000");
+        assert_eq!(amqp_uri(&config), "amqp://env");
+        assert_eq!(
+            config.get("WEB_SERVER_ADDRESS"),
+            Some(&json!("127.0.0.1:9000"))
+        );
     }
 
     #[test]
@@ -193,7 +208,7 @@ mod tests {
             .resolve_with(None)
             .unwrap();
         assert_eq!(config.max_workers().unwrap(), 7);
-        assert_eq!(config.rpc_exchange().unwrap(), "from-file");
+        assert_eq!(config.get("rpc_exchange"), Some(&json!("from-file")));
         assert_eq!(config.get("DEBUG"), Some(&json!(true)));
     }
 

@@ -8,7 +8,7 @@ use nameko_core::Config;
 use nameko_events::StandaloneDispatcher;
 use serde_json::Value;
 
-use crate::config::shown_broker;
+use crate::config::{amqp_uri, shown_broker};
 use crate::error::CliError;
 
 /// Reads the payload argument of `dispatch`.
@@ -32,7 +32,7 @@ pub(crate) async fn dispatch(
 ) -> Result<(), CliError> {
     let payload = parse_payload(payload)?;
     tracing::debug!(
-        broker = %shown_broker(&config.amqp_uri()?),
+        broker = %shown_broker(&amqp_uri(&config)),
         "dispatching {event_type} from {source_service}"
     );
     let dispatcher = StandaloneDispatcher::new(&config)?;

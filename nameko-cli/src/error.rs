@@ -10,6 +10,9 @@ use nameko_core::{ConfigError, RemoteError, RunnerError};
 pub enum CliError {
     /// The configuration file or a `--define` could not be read.
     #[error(transparent)]
+    ConfigFile(#[from] crate::config_file::ConfigFileError),
+    /// A configuration key has a value of the wrong kind.
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// `nameko run` was given a name nothing is registered under.
     #[error("nothing to run is called `{name}`: expected one of {known}")]

@@ -46,9 +46,13 @@ mod args;
 mod call;
 mod cli;
 mod config;
+pub mod config_file;
 mod dispatch;
 mod error;
 pub mod examples;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod logging;
 #[cfg(test)]
 mod readme;

@@ -10,12 +10,12 @@ use std::io::Write;
 
 use nameko_core::{AnyService, Config, ServiceRunner};
 
-use crate::config::shown_broker;
+use crate::config::{amqp_uri, shown_broker};
 use crate::error::CliError;
 
 /// Runs `services` with `config` until SIGTERM, Ctrl-C or a service failure.
 pub(crate) async fn run(services: Vec<AnyService>, config: Config) -> Result<(), CliError> {
-    let broker = config.amqp_uri()?;
+    let broker = amqp_uri(&config);
     let mut runner = ServiceRunner::new(config);
     for service in services {
         runner.add_service(service)?;

@@ -3,7 +3,6 @@
 //! Errors of the container's own lifecycle stay Rust errors with their cause
 //! attached. Messages say what was expected and what was found.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::extension::BoxError;
@@ -66,25 +65,9 @@ pub enum WorkerAborted {
     Panicked,
 }
 
-/// A configuration that cannot be read or has a value of the wrong kind.
+/// A configuration key with a value of the wrong kind, or an override that is not `KEY=VALUE`.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {}: {message}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        message: String,
-    },
-    /// The file is not valid YAML, or not a mapping at the top.
-    #[error("config file {}: {message}", path.display())]
-    Parse {
-        /// The file (or `<inline>` for text).
-        path: PathBuf,
-        /// What the parser said.
-        message: String,
-    },
     /// A key has a value of the wrong kind.
     #[error("config {origin}: key `{key}` must be {expected}, found {found}")]
     Invalid {

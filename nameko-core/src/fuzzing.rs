@@ -1,65 +1,15 @@
-//! Fuzz targets for the text this crate reads: configuration files with their `${VAR}`
-//! substitution, and the `sensitive_arguments` paths that redact what a worker logs.
+//! Fuzz targets for the text this crate reads: the `sensitive_arguments` paths that redact what
+//! a worker logs. (Config files are read, and fuzzed, in `nameko-cli`.)
 //!
-//! Each target panics only when an invariant breaks: a config file refused with an error is a
+//! Each target panics only when an invariant breaks: input refused with an error is a
 //! defined outcome, never a failure. The targets are driven by libFuzzer from the workspace's
 //! `fuzz/` directory and, on stable Rust, by this module's tests, which replay
 //! `fuzz/corpus/<target>/` and run a short randomized search. The module only exists with the
 //! `fuzzing` feature or in tests, so it is no part of the crate's API.
 
-use std::path::Path;
-
 use serde_json::Value;
 
-use crate::Config;
 use crate::redact::{REDACTED, redact};
-
-/// The environment of [`config_text`]: a few variables, one of which refers to itself.
-fn environment(name: &str) -> Option<String> {
-    let value = match name {
-        "HOST" => "rabbit",
-        "PORT" => "5672",
-        "LIST" => "[1, 2]",
-        "EMPTY" => "",
-        "NESTED" => "${HOST}",
-        "TAGGED" => "!env_var \"${TAGGED}\"",
-        "MAPPING" => "{a: ${HOST}}",
-        _ => return None,
-    };
-    Some(value.to_owned())
-}
-
-/// A config file: reading it gives a config or an error, never a panic, and every typed key of a
-/// config read can be asked for. Each line is also tried as a `--define` override.
-pub fn config_text(data: &[u8]) {
-    let text = String::from_utf8_lossy(data);
-    if let Ok(mut config) = Config::from_yaml_with(&text, Path::new("fuzz.yaml"), &environment) {
-        let _ = config.amqp_uri();
-        let _ = config.web_server_address();
-        let _ = config.max_workers();
-        let _ = config.parent_calls_tracked();
-        let _ = config.rpc_exchange();
-        let _ = config.heartbeat();
-        let _ = config.prefetch_count();
-        let _ = config.serializer();
-        let _ = config.amqp_ssl();
-        let _ = config.login_method();
-        let _ = config.auto_delete_event_exchanges();
-        let _ = config.declare_event_exchanges();
-        // What `show-config` prints reads back as the same values.
-        let printed = config.to_yaml();
-        if let Ok(again) = Config::from_yaml_with(&printed, Path::new("again.yaml"), &|_| None) {
-            for (key, value) in config.values() {
-                if !printed.contains("${") {
-                    assert_eq!(again.get(key), Some(value), "`{key}` in {printed}");
-                }
-            }
-        }
-        for line in text.lines() {
-            let _ = config.define(line);
-        }
-    }
-}
 
 /// `sensitive_arguments` paths applied to arguments from the wire.
 ///
@@ -161,52 +111,6 @@ mod tests {
     use super::*;
     use crate::fuzzing::replay::{config, corpus, soup};
 
-    const YAML_TOKENS: &[&str] = &[
-        "AMQP_URI: ",
-        "max_workers: ",
-        "HEARTBEAT: ",
-        "AMQP_SSL: ",
-        "WEB_SERVER_ADDRESS: ",
-        "LOGGING:\n",
-        "  ",
-        "- ",
-        ": ",
-        "${",
-        "}",
-        "${HOST}",
-        "${PORT:8000}",
-        "${NOPE:",
-        "${LIST}",
-        "${TAGGED}",
-        "${NESTED}",
-        "${MAPPING}",
-        "${EMPTY:x}",
-        ":",
-        "\"",
-        "'",
-        "!env_var ",
-        "!raw_env_var ",
-        "#",
-        "|",
-        ">",
-        "[",
-        "]",
-        "{",
-        "}",
-        ",",
-        "\n",
-        "10",
-        "-1",
-        "true",
-        "null",
-        "1.5",
-        "&a ",
-        "*a",
-        "? ",
-        "---\n",
-        "\u{e9}",
-    ];
-
     const REDACT_TOKENS: &[&str] = &[
         "password",
         "card",
@@ -232,13 +136,6 @@ mod tests {
     ];
 
     #[test]
-    fn config_text_corpus() {
-        for input in corpus("config_text") {
-            config_text(&input);
-        }
-    }
-
-    #[test]
     fn redaction_corpus() {
         for input in corpus("redaction") {
             redaction(&input);
@@ -247,11 +144,6 @@ mod tests {
 
     proptest! {
         #![proptest_config(config(2000))]
-
-        #[test]
-        fn config_text_random(data in soup(YAML_TOKENS, 40)) {
-            config_text(&data);
-        }
 
         #[test]
         fn redaction_random(data in soup(REDACT_TOKENS, 30)) {

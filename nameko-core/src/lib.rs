@@ -59,10 +59,7 @@ mod service;
 pub mod testing;
 mod worker;
 
-pub use config::{
-    Config, DEFAULT_AMQP_URI, DEFAULT_HEARTBEAT, DEFAULT_MAX_WORKERS, DEFAULT_PARENT_CALLS_TRACKED,
-    DEFAULT_RPC_EXCHANGE, DEFAULT_WEB_SERVER_ADDRESS,
-};
+pub use config::{Config, DEFAULT_MAX_WORKERS, DEFAULT_PARENT_CALLS_TRACKED, hide_passwords};
 pub use container::{Container, ContainerState, ServiceContainer, WorkerEvent};
 pub use context::{
     AUTH_TOKEN, CALL_ID_STACK, ContextData, LANGUAGE, USER_AGENT, USER_ID, WorkerContext,

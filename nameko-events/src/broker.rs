@@ -11,7 +11,8 @@
 use std::sync::Arc;
 
 use nameko_amqp::{
-    Connection, ConnectionConfig, ConnectionRole, PublishError, PublishOptions, Publisher, Topology,
+    AmqpSettings, Connection, ConnectionConfig, ConnectionRole, PublishError, PublishOptions,
+    Publisher, Topology,
 };
 use nameko_core::Config;
 
@@ -20,21 +21,24 @@ use crate::error::Result;
 /// The reply code of a publish to an exchange that does not exist.
 const NOT_FOUND: u16 = 404;
 
-/// Connection settings from a Nameko config: `AMQP_URI`, and `HEARTBEAT`, `LOGIN_METHOD` and
-/// `AMQP_SSL` when set (otherwise the URI's own parameters or Nameko's defaults apply).
+/// The broker connection settings of a config, read as every AMQP extension reads them.
 pub(crate) fn connection_config(config: &Config) -> Result<ConnectionConfig> {
-    let mut settings =
-        ConnectionConfig::parse(&config.amqp_uri()?).map_err(nameko_amqp::Error::from)?;
-    if config.get("HEARTBEAT").is_some() {
-        settings = settings.with_heartbeat(config.heartbeat()?);
-    }
-    if let Some(method) = config.login_method()? {
-        settings = settings.with_login_method(&method)?;
-    }
-    if let Some(ssl) = config.amqp_ssl()? {
-        settings = settings.with_amqp_ssl(&ssl)?;
-    }
-    Ok(settings)
+    Ok(AmqpSettings::from_config(config)?.connection().clone())
+}
+
+/// How many unacknowledged events a handler's consumer may hold.
+pub(crate) fn prefetch_count(config: &Config) -> Result<u16> {
+    Ok(AmqpSettings::from_config(config)?.prefetch_count())
+}
+
+/// `DECLARE_EVENT_EXCHANGES`: unless explicitly `false`, event exchanges are declared.
+pub(crate) fn declare_event_exchanges(config: &Config) -> bool {
+    config.get("DECLARE_EVENT_EXCHANGES") != Some(&serde_json::Value::Bool(false))
+}
+
+/// `AUTO_DELETE_EVENT_EXCHANGES`: declare event exchanges auto-delete (default false).
+pub(crate) fn auto_delete_event_exchanges(config: &Config) -> bool {
+    config.truthy("AUTO_DELETE_EVENT_EXCHANGES")
 }
 
 /// A confirmed publisher that reopens its channel when the broker closed it. Cheap to clone.
@@ -106,9 +110,21 @@ mod tests {
         assert_eq!(connection_config(&config).unwrap().heartbeat(), 15);
         config.set("HEARTBEAT", 30);
         assert_eq!(connection_config(&config).unwrap().heartbeat(), 30);
-        config.set("LOGIN_METHOD", "NOPE");
-        assert!(connection_config(&config).is_err());
-        config.set("AMQP_URI", "redis://x");
-        assert!(connection_config(&config).is_err());
+        config.set("serializer", "pickle");
+        assert!(
+            connection_config(&config).is_err(),
+            "events speak JSON only, as RPC"
+        );
+    }
+
+    #[test]
+    fn exchange_flags_follow_nameko() {
+        let mut config = Config::new();
+        assert!(declare_event_exchanges(&config));
+        assert!(!auto_delete_event_exchanges(&config));
+        config.set("DECLARE_EVENT_EXCHANGES", false);
+        config.set("AUTO_DELETE_EVENT_EXCHANGES", true);
+        assert!(!declare_event_exchanges(&config));
+        assert!(auto_delete_event_exchanges(&config));
     }
 }

@@ -26,7 +26,9 @@ use nameko_core::{
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::broker::{Publishing, connection_config};
+use crate::broker::{
+    Publishing, auto_delete_event_exchanges, connection_config, declare_event_exchanges,
+};
 use crate::error::{Error, Result};
 use crate::names::event_exchange;
 
@@ -70,8 +72,8 @@ impl EventSender {
     pub(crate) fn new(config: &Config) -> Result<Self> {
         Ok(Self {
             publishing: Publishing::new(connection_config(config)?),
-            declare: config.declare_event_exchanges(),
-            auto_delete: config.auto_delete_event_exchanges(),
+            declare: declare_event_exchanges(config),
+            auto_delete: auto_delete_event_exchanges(config),
             declared: Mutex::default(),
         })
     }

@@ -50,7 +50,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::broker::{Publishing, connection_config};
+use crate::broker::{
+    Publishing, auto_delete_event_exchanges, connection_config, declare_event_exchanges,
+    prefetch_count,
+};
 use crate::consumers::{HandlerConsumers, SHARING_KEY};
 use crate::error::{Error, MALFORMED_EVENT, MALFORMED_EVENT_PATH, Result};
 use crate::handler_type::{BroadcastIdentifier, HandlerQueue, HandlerType};
@@ -264,7 +267,7 @@ where
         // Read every setting now, so a bad config fails the start before any queue exists.
         let config = container.config();
         connection_config(config)?;
-        config.prefetch_count()?;
+        prefetch_count(config)?;
         if let HandlerType::Broadcast(identifier) = &self.handler_type {
             identifier.resolve(config)?;
         }
@@ -287,16 +290,16 @@ where
         let connection = Connection::shared(&settings, ConnectionRole::Consumer).await?;
         let exchange = event_exchange(&self.source_service);
         let mut declarations = Declarations::queue(queue.spec());
-        if config.declare_event_exchanges() {
+        if declare_event_exchanges(config) {
             declarations = declarations.exchange(ExchangeSpec {
-                auto_delete: config.auto_delete_event_exchanges(),
+                auto_delete: auto_delete_event_exchanges(config),
                 ..ExchangeSpec::topic(&exchange)
             });
         }
         let declarations = declarations.bind(&exchange, &self.event_type);
         // Declares all of it, then consumes; and again after every recovery.
         let consumer =
-            RecoveringConsumer::start(&connection, declarations, config.prefetch_count()?).await?;
+            RecoveringConsumer::start(&connection, declarations, prefetch_count(config)?).await?;
 
         let consumers = container.shared_extension(SHARING_KEY, HandlerConsumers::default);
         consumers.register(consumer.handle());

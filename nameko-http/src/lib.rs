@@ -146,9 +146,9 @@ pub use response_from_exception::ResponseFromException;
 pub use router::{Lookup, Router};
 pub use rule::{Converter, Rule};
 pub use server::{
-    BindAddress, BoxFuture, Registration, Route, RouteHandler, ServerConfig, ServerState,
-    WEB_HEADER_READ_TIMEOUT, WEB_MAX_BODY_SIZE, WEB_SERVER_ADDRESS, WEB_SHUTDOWN_TIMEOUT,
-    WebServer,
+    BindAddress, BoxFuture, DEFAULT_WEB_SERVER_ADDRESS, Registration, Route, RouteHandler,
+    ServerConfig, ServerState, WEB_HEADER_READ_TIMEOUT, WEB_MAX_BODY_SIZE, WEB_SERVER_ADDRESS,
+    WEB_SHUTDOWN_TIMEOUT, WebServer,
 };
 pub use web_server::WebServerExtension;
 

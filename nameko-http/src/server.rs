@@ -58,6 +58,8 @@ use crate::rule::Rule;
 
 /// The configuration key of the bind address, as in Nameko: `[address:]port`.
 pub const WEB_SERVER_ADDRESS: &str = "WEB_SERVER_ADDRESS";
+/// Where the server listens unless `WEB_SERVER_ADDRESS` says otherwise.
+pub const DEFAULT_WEB_SERVER_ADDRESS: &str = "0.0.0.0:8000";
 /// The configuration key of the request body limit, a positive number of bytes (not in Nameko,
 /// whose server reads bodies of any size).
 pub const WEB_MAX_BODY_SIZE: &str = "WEB_MAX_BODY_SIZE";
@@ -95,6 +97,22 @@ impl BindAddress {
             host: host.to_owned(),
             port,
         })
+    }
+
+    /// `WEB_SERVER_ADDRESS` of a config, `0.0.0.0:8000` when absent (a bare port number counts).
+    pub fn from_config(config: &nameko_core::Config) -> Result<Self> {
+        match config.get(WEB_SERVER_ADDRESS) {
+            None | Some(serde_json::Value::Null) => Self::parse(DEFAULT_WEB_SERVER_ADDRESS),
+            Some(serde_json::Value::String(address)) => Self::parse(address),
+            Some(serde_json::Value::Number(port)) if port.is_u64() => {
+                Self::parse(&port.to_string())
+            }
+            Some(other) => Err(Error::Config(config.invalid(
+                WEB_SERVER_ADDRESS,
+                "`[address:]port`",
+                other,
+            ))),
+        }
     }
 
     /// The host part: an IP address or a name.
@@ -198,7 +216,7 @@ impl ServerConfig {
     /// `0.0.0.0:8000`), [`WEB_MAX_BODY_SIZE`] in bytes, and [`WEB_HEADER_READ_TIMEOUT`] and
     /// [`WEB_SHUTDOWN_TIMEOUT`] in seconds (fractions allowed); absent keys keep the defaults.
     pub fn from_config(config: &nameko_core::Config) -> Result<Self> {
-        let mut server = Self::new(BindAddress::parse(&config.web_server_address()?)?);
+        let mut server = Self::new(BindAddress::from_config(config)?);
         const BYTES: &str = "a positive number of bytes";
         match config.get_as::<usize>(WEB_MAX_BODY_SIZE, BYTES)? {
             Some(0) => return Err(invalid_setting(config, WEB_MAX_BODY_SIZE, BYTES, 0)),

@@ -22,7 +22,7 @@ use serde_json::Value;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::args::IntoRpcArgs;
-use crate::broker::{connection_config, connections};
+use crate::broker::{connection_config, connections, prefetch_count, rpc_exchange};
 use crate::call::{Caller, DEFAULT_TIMEOUT, Request, RpcCall};
 use crate::error::RpcError;
 use crate::names::{STANDALONE_CALLER, standalone_call_id};
@@ -63,12 +63,12 @@ impl ClusterRpcClient {
     /// `rpc_exchange`, `PREFETCH_COUNT`), declares the client's reply queue and starts listening.
     pub async fn connect(config: &Config) -> Result<Self, RpcError> {
         let settings = connection_config(config)?;
-        let exchange = config.rpc_exchange()?;
+        let exchange = rpc_exchange(config)?;
         let (consuming, publishing) = connections(&settings).await?;
         let listener = ReplyListener::new(STANDALONE_CALLER);
         listener.declare(&consuming, &exchange).await?;
         let consume = listener
-            .listen(&consuming, &exchange, config.prefetch_count()?)
+            .listen(&consuming, &exchange, prefetch_count(config)?)
             .await?;
         let queue = listener.queue().to_owned();
         let listening = tokio::spawn(async move {

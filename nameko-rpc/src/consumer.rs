@@ -57,7 +57,7 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::{connection_config, connections};
+use crate::broker::{connection_config, connections, prefetch_count, rpc_exchange};
 use crate::entrypoint::{BoundCall, RpcMethod};
 use crate::error::RpcError;
 use crate::names::{method_of, request_binding, request_queue};
@@ -153,7 +153,7 @@ impl Extension for RpcConsumer {
     async fn setup(&self, container: &Container) -> Result<(), BoxError> {
         let config = container.config();
         let settings = connection_config(config)?;
-        let exchange = config.rpc_exchange()?;
+        let exchange = rpc_exchange(config)?;
         let (consuming, publishing) = connections(&settings).await?;
         let queue = request_queue(container.service_name());
         let declarations = Declarations::queue(QueueSpec::durable(&queue))
@@ -176,7 +176,7 @@ impl Extension for RpcConsumer {
 
     async fn start(&self, container: &Container) -> Result<(), BoxError> {
         let broker = self.inner.broker()?;
-        let prefetch = container.config().prefetch_count()?;
+        let prefetch = prefetch_count(container.config())?;
         let consumer =
             RecoveringConsumer::start(&broker.consuming, broker.declarations.clone(), prefetch)
                 .await?;

@@ -89,6 +89,7 @@ mod reply_listener;
 mod responder;
 
 pub use args::{Args, IntoRpcArgs};
+pub use broker::DEFAULT_RPC_EXCHANGE;
 pub use call::{DEFAULT_TIMEOUT, RpcCall};
 pub use client::{ClusterRpcClient, ServiceRpcClient};
 pub use entrypoint::{Rpc, RpcHandler, rpc};

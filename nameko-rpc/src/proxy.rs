@@ -33,7 +33,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::args::{Args, IntoRpcArgs};
-use crate::broker::{connection_config, connections};
+use crate::broker::{connection_config, connections, rpc_exchange};
 use crate::call::{Caller, DEFAULT_TIMEOUT, Request, RpcCall};
 use crate::error::RpcError;
 use crate::reply_listener::ReplyListener;
@@ -146,7 +146,7 @@ impl Extension for RpcProxy {
         let listener = ReplyListener::of(container);
         let (_, publishing) = connections(&connection_config(config)?).await?;
         let publisher = Publisher::new(&publishing).await?;
-        let caller = Caller::new(publisher, (*listener).clone(), config.rpc_exchange()?);
+        let caller = Caller::new(publisher, (*listener).clone(), rpc_exchange(config)?);
         let _ = slot.set(caller);
         Ok(())
     }

@@ -39,7 +39,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{connection_config, connections};
+use crate::broker::{connection_config, connections, prefetch_count, rpc_exchange};
 use crate::error::RpcError;
 use crate::names::{REPLY_QUEUE_EXPIRES, reply_queue};
 
@@ -258,7 +258,7 @@ impl Extension for ReplyListener {
     async fn setup(&self, container: &Container) -> Result<(), BoxError> {
         let config = container.config();
         let (consuming, _) = connections(&connection_config(config)?).await?;
-        self.declare(&consuming, &config.rpc_exchange()?).await?;
+        self.declare(&consuming, &rpc_exchange(config)?).await?;
         let _ = self.inner.consuming.set(consuming);
         Ok(())
     }
@@ -271,7 +271,7 @@ impl Extension for ReplyListener {
             .ok_or("the reply listener was started before it was set up")?;
         let config = container.config();
         let consume = self
-            .listen(consuming, &config.rpc_exchange()?, config.prefetch_count()?)
+            .listen(consuming, &rpc_exchange(config)?, prefetch_count(config)?)
             .await?;
         container.spawn_managed(format!("reply listener of `{}`", self.inner.queue), consume);
         Ok(())

@@ -3,7 +3,8 @@
 //!
 //! Three rules: every `.rs` file opens with a `//!` paragraph; no debugging or placeholder
 //! macros are left in the tree; and the crate layering holds (nameko-core at the bottom knows
-//! nothing of AMQP or HTTP, extensions never depend on each other), as read from
+//! nothing of AMQP or HTTP, extensions never depend on each other, and only the edge reads YAML
+//! or command lines), as read from
 //! `cargo metadata`. Each rule is a pure function over text or parsed metadata, tested on
 //! synthetic input that breaks it, so a checker that silently stopped checking would fail too.
 //! The forbidden macro names are spelled with `concat!` so this file does not trip its own rule.
@@ -32,6 +33,11 @@ const EXTENSIONS: &[&str] = &["nameko-rpc", "nameko-events", "nameko-http", "nam
 
 /// The crates at the top of the stack, allowed to depend on several extensions.
 const MAY_COMBINE_EXTENSIONS: &[&str] = &["nameko-cli", "xtask", "nameko-tests", "nameko-bench"];
+
+/// Crates for the process's edge (reading config files, parsing a command line): only the crates
+/// without a rule (the CLI and the tooling) may use them, so a service that never reads a file
+/// links no YAML parser.
+const EDGE_ONLY: &[&str] = &["serde_yaml_ng", "clap"];
 
 /// What one workspace crate may depend on.
 struct Rule {
@@ -223,6 +229,13 @@ fn check_layering(members: &[Member]) -> Vec<String> {
                         member.name, dep.name, dep.kind, rule.reason
                     ));
                 }
+                if EDGE_ONLY.contains(&dep.name.as_str()) && dep.kind == "dependency" {
+                    problems.push(format!(
+                        "{} has {} as a dependency, which only the edge (nameko-cli, tooling) \
+                         may use: config files and command lines are read there",
+                        member.name, dep.name
+                    ));
+                }
             }
         } else if !MAY_COMBINE_EXTENSIONS.contains(&member.name.as_str()) {
             let extensions: BTreeSet<&str> = deps
@@ -407,6 +420,21 @@ mod checkers {
             }
         }
         check_layering(&members_from_metadata(&metadata(&crates)))
+    }
+
+    #[test]
+    fn a_library_crate_reading_yaml_fails() {
+        let problems = layered_with(&[(
+            "nameko-core",
+            &[("serde", None), ("serde_yaml_ng", None)] as &[_],
+        )]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("nameko-core has serde_yaml_ng"),
+            "{problems:?}"
+        );
+        let cli = layered_with(&[("nameko-cli", &[("serde_yaml_ng", None)] as &[_])]);
+        assert_eq!(cli, Vec::<String>::new());
     }
 
     #[test]

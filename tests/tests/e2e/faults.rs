@@ -25,7 +25,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nameko_amqp::{Connection, ConnectionConfig, ConnectionRole, QueueSpec, Topology};
+use nameko_amqp::{
+    AmqpSettings, Connection, ConnectionConfig, ConnectionRole, QueueSpec, Topology,
+};
 use nameko_core::{
     Config, ContainerState, RemoteError, Service, ServiceContainer, Worker, WorkerEvent,
 };
@@ -685,10 +687,8 @@ async fn a_reply_queue_lost_with_calls_waiting_fails_them_at_once() {
 /// The shared connection of `role` that everything with the settings of `config` uses in this
 /// runtime (the services' and clients' alike).
 async fn shared_connection(config: &Config, role: ConnectionRole) -> Connection {
-    let settings = ConnectionConfig::parse(&config.amqp_uri().unwrap())
-        .unwrap()
-        .with_heartbeat(config.heartbeat().unwrap());
-    within(Connection::shared(&settings, role))
+    let settings = AmqpSettings::from_config(config).unwrap();
+    within(Connection::shared(settings.connection(), role))
         .await
         .expect("the shared connection")
 }
