@@ -17,6 +17,7 @@ mod proxy;
 mod support;
 
 mod cli;
+mod connections;
 mod events;
 mod faults;
 mod interop_events;
