@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use nameko_core::{RemoteError, Service, ServiceContainer, Worker};
 use nameko_events::{StandaloneDispatcher, event_handler};
-use nameko_http::{Request, WebServerExtension, http};
+use nameko_http::server::WebServerExtension;
+use nameko_http::{Request, http};
 use nameko_rpc::{ClusterRpcClient, RpcError, rpc};
 use serde::Deserialize;
 use serde_json::{Value, json};
