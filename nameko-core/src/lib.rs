@@ -58,12 +58,13 @@ mod running_worker;
 mod service;
 pub mod testing;
 mod worker;
+mod worker_pipeline;
 
 pub use config::{
     Config, DEFAULT_AMQP_URI, DEFAULT_HEARTBEAT, DEFAULT_MAX_WORKERS, DEFAULT_PARENT_CALLS_TRACKED,
     DEFAULT_RPC_EXCHANGE, DEFAULT_WEB_SERVER_ADDRESS,
 };
-pub use container::{Container, ContainerState, ServiceContainer, WorkerEvent};
+pub use container::{Container, ContainerState, ServiceContainer};
 pub use context::{
     AUTH_TOKEN, CALL_ID_STACK, ContextData, LANGUAGE, USER_AGENT, USER_ID, WorkerContext,
 };
@@ -79,3 +80,4 @@ pub use runner::ServiceRunner;
 pub use running_worker::RunningWorker;
 pub use service::{AnyService, Dependencies, Service};
 pub use worker::{AnyWorker, IntoWorkerResult, ServiceState, Worker, WorkerResult};
+pub use worker_pipeline::WorkerEvent;
