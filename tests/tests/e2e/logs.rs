@@ -159,7 +159,7 @@ async fn rpc_logs_never_show_sensitive_arguments() {
         assert!(!text.contains(&secret), "{secret} was logged:\n{text}");
     }
     container.stop().await;
-    crate::events::cleanup(&uri, &[format!("rpc-{service}")], &[]).await;
+    crate::support::cleanup(&uri, &[format!("rpc-{service}")], &[]).await;
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -217,7 +217,7 @@ async fn event_logs_never_show_sensitive_arguments() {
         "the card number was logged:\n{text}"
     );
     container.stop().await;
-    crate::events::cleanup(
+    crate::support::cleanup(
         &uri,
         &[nameko_events::names::service_pool_queue(
             &source, "paid", &service, "on_paid",
