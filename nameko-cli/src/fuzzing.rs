@@ -35,7 +35,7 @@ pub fn config_text(data: &[u8]) {
     if let Ok(mut config) = from_yaml_with(&text, Path::new("fuzz.yaml"), &environment) {
         // Every extension's reading of its keys gives settings or an error.
         let _ = nameko_amqp::AmqpSettings::from_config(&config);
-        let _ = nameko_http::ServerConfig::from_config(&config);
+        let _ = nameko_http::server::ServerConfig::from_config(&config);
         let _ = config.max_workers();
         let _ = config.parent_calls_tracked();
         // What `show-config` prints reads back as the same values.

@@ -3,7 +3,8 @@
 //!
 //! This crate sits at the top of the workspace and is the only one that combines every
 //! extension (`nameko-rpc`, `nameko-events`, `nameko-http`, `nameko-timer`); it adds no runtime
-//! behaviour of its own. The built-in binary runs the [`examples`]:
+//! behaviour of its own. The built-in binary runs the examples of Nameko's documentation
+//! (`nameko-cli/src/examples/`, one file each):
 //!
 //! ```text
 //! $ cargo run -p nameko-cli -- run timer
@@ -49,6 +50,8 @@ mod config;
 pub mod config_file;
 mod dispatch;
 mod error;
+// Public for the built-in binary, which registers them; they are sample services, not API.
+#[doc(hidden)]
 pub mod examples;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]

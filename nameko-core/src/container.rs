@@ -15,32 +15,27 @@
 //!
 //! The lifecycle follows Nameko's order. Start: every dependency, entrypoint, then shared
 //! extension is set up, then started. Graceful stop: entrypoints stop, running workers finish,
-//! dependencies stop, shared extensions stop, managed tasks end. A worker runs
-//! `worker_setup`, the method, the entrypoint's result handling (an RPC reply), `worker_result`,
-//! `worker_teardown`. A panicking or failing method is an error for that one call only.
+//! dependencies stop, shared extensions stop, managed tasks end.
 //!
 //! Extensions receive a [`Container`], a cheap-clone handle to the same state, in their hooks.
+//! What one worker does (its slot, `worker_setup`, the method, the entrypoint's result handling,
+//! `worker_result`, `worker_teardown`) lives in `worker_pipeline.rs`, whose `impl Container`
+//! holds the `spawn_worker` and `run_worker` methods; this file keeps the lifecycle.
 
 use std::any::{Any, TypeId};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use serde_json::Value;
-use tokio::sync::{Semaphore, TryAcquireError, broadcast, watch};
+use tokio::sync::{Semaphore, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use crate::boxed::{DynEntrypoint, DynExtension};
-use crate::catch_unwind::CatchUnwind;
 use crate::config::Config;
-use crate::context::{ContextData, WorkerContext};
-use crate::entrypoint::EntrypointInfo;
-use crate::error::{ContainerError, WorkerAborted};
+use crate::error::ContainerError;
 use crate::extension::{BoxError, SharedExtension};
-use crate::remote_error::{HANDLER_PANICKED, RemoteError};
-use crate::running_worker::RunningWorker;
 use crate::service::{AnyService, NamedProvider};
-use crate::worker::{ServiceState, Worker, WorkerResult};
+use crate::worker_pipeline::WorkerEvent;
 
 /// Where a container is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,15 +60,6 @@ impl ContainerState {
     }
 }
 
-/// A finished worker, as the testing helpers and monitoring see it.
-#[derive(Debug, Clone)]
-pub struct WorkerEvent {
-    /// The worker's context.
-    pub context: Arc<WorkerContext>,
-    /// Its result, after the entrypoint's result handling.
-    pub result: WorkerResult,
-}
-
 struct SharedEntry {
     type_id: TypeId,
     key: String,
@@ -88,25 +74,25 @@ struct Extensions {
     shared: Vec<SharedEntry>,
 }
 
-struct Inner {
-    service_name: Arc<str>,
+pub(crate) struct Inner {
+    pub(crate) service_name: Arc<str>,
     /// The service's state, shared by every worker; each entrypoint knows its type.
-    service_state: Arc<dyn Any + Send + Sync>,
+    pub(crate) service_state: Arc<dyn Any + Send + Sync>,
     config: Config,
-    parent_calls_tracked: usize,
+    pub(crate) parent_calls_tracked: usize,
     max_workers: usize,
     /// A std mutex is enough: it is held only to copy or edit the lists, never across an await.
     extensions: Mutex<Extensions>,
-    worker_slots: Arc<Semaphore>,
-    workers: TaskTracker,
-    stopping: CancellationToken,
-    killed: CancellationToken,
+    pub(crate) worker_slots: Arc<Semaphore>,
+    pub(crate) workers: TaskTracker,
+    pub(crate) stopping: CancellationToken,
+    pub(crate) killed: CancellationToken,
     managed: Mutex<Vec<AbortOnDropHandle<()>>>,
     /// Serialises start and stop; kill never waits for it.
     lifecycle: tokio::sync::Mutex<()>,
     state: watch::Sender<ContainerState>,
     error: Mutex<Option<ContainerError>>,
-    events: broadcast::Sender<Arc<WorkerEvent>>,
+    pub(crate) events: broadcast::Sender<Arc<WorkerEvent>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -118,7 +104,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A handle to a running container, handed to extensions. Cheap to clone.
 #[derive(Clone)]
 pub struct Container {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Container {
@@ -184,109 +170,6 @@ impl Container {
         created
     }
 
-    /// Starts a worker for `entrypoint` in a task of its own and returns a future of its result.
-    ///
-    /// The worker runs whether or not the future is awaited; it waits in its task for a
-    /// `max_workers` permit, so calling this never blocks. `context_data` is the incoming context
-    /// (headers, `nameko.` prefix removed); `args` are the call's arguments for logging. An
-    /// entrypoint that awaits the worker anyway, in a task it has, saves the spawn with
-    /// [`Self::run_worker`].
-    pub fn spawn_worker<S: ServiceState + ?Sized, M, MF>(
-        &self,
-        entrypoint: &Arc<EntrypointInfo>,
-        context_data: ContextData,
-        args: Value,
-        method: M,
-    ) -> impl Future<Output = Result<WorkerResult, WorkerAborted>> + Send + 'static
-    where
-        M: FnOnce(Worker<S>) -> MF + Send + 'static,
-        MF: Future<Output = WorkerResult> + Send + 'static,
-    {
-        self.spawn_worker_with(entrypoint, context_data, args, method, keep_result)
-    }
-
-    /// Like [`Self::spawn_worker`], with the entrypoint's own result handling run between the
-    /// method and the dependencies' `worker_result` hooks, as Nameko's `handle_result` is: an RPC
-    /// entrypoint sends its reply and acknowledges the request there.
-    pub fn spawn_worker_with<S: ServiceState + ?Sized, M, MF, H, HF>(
-        &self,
-        entrypoint: &Arc<EntrypointInfo>,
-        context_data: ContextData,
-        args: Value,
-        method: M,
-        handle_result: H,
-    ) -> impl Future<Output = Result<WorkerResult, WorkerAborted>> + Send + 'static
-    where
-        M: FnOnce(Worker<S>) -> MF + Send + 'static,
-        MF: Future<Output = WorkerResult> + Send + 'static,
-        H: FnOnce(Arc<WorkerContext>, WorkerResult) -> HF + Send + 'static,
-        HF: Future<Output = WorkerResult> + Send + 'static,
-    {
-        let worker = self.run_worker_with(entrypoint, context_data, args, method, handle_result);
-        let task = tokio::spawn(worker);
-        async move { task.await.unwrap_or(Err(WorkerAborted::Killed)) }
-    }
-
-    /// A worker for `entrypoint` that runs in the task awaiting it, without a task of its own.
-    ///
-    /// Everything else is as with [`Self::spawn_worker`]: the worker waits for a `max_workers`
-    /// permit (so await it where waiting is fine, such as a task spawned per message or a
-    /// request's own future), the container tracks it and a kill aborts it. If the future is
-    /// dropped before the worker ended, the worker is not cancelled: it goes on in a task of its
-    /// own (see [`RunningWorker`]).
-    pub fn run_worker<S: ServiceState + ?Sized, M, MF>(
-        &self,
-        entrypoint: &Arc<EntrypointInfo>,
-        context_data: ContextData,
-        args: Value,
-        method: M,
-    ) -> RunningWorker
-    where
-        M: FnOnce(Worker<S>) -> MF + Send + 'static,
-        MF: Future<Output = WorkerResult> + Send + 'static,
-    {
-        self.run_worker_with(entrypoint, context_data, args, method, keep_result)
-    }
-
-    /// Like [`Self::run_worker`], with the entrypoint's own result handling (see
-    /// [`Self::spawn_worker_with`]).
-    pub fn run_worker_with<S: ServiceState + ?Sized, M, MF, H, HF>(
-        &self,
-        entrypoint: &Arc<EntrypointInfo>,
-        context_data: ContextData,
-        args: Value,
-        method: M,
-        handle_result: H,
-    ) -> RunningWorker
-    where
-        M: FnOnce(Worker<S>) -> MF + Send + 'static,
-        MF: Future<Output = WorkerResult> + Send + 'static,
-        H: FnOnce(Arc<WorkerContext>, WorkerResult) -> HF + Send + 'static,
-        HF: Future<Output = WorkerResult> + Send + 'static,
-    {
-        let killed = self.inner.killed.clone();
-        let tracked = self.inner.workers.track_future(run_worker(
-            self.inner.clone(),
-            entrypoint.clone(),
-            context_data,
-            args,
-            method,
-            handle_result,
-        ));
-        RunningWorker::new(async move {
-            if killed.is_cancelled() {
-                return Err(WorkerAborted::Killed);
-            }
-            // The worker is polled first: one that ends in its first poll, as most do, never
-            // registers with the kill signal.
-            tokio::select! {
-                biased;
-                outcome = tracked => outcome,
-                () = killed.cancelled() => Err(WorkerAborted::Killed),
-            }
-        })
-    }
-
     /// Runs a long-lived task the container depends on. If it fails, the container is killed and
     /// [`ServiceContainer::wait`] returns the error. It is aborted when the container has stopped.
     pub fn spawn_managed<F>(&self, name: impl Into<String>, task: F)
@@ -338,7 +221,7 @@ impl Container {
         edit(&mut lock(&self.inner.extensions).entrypoints)
     }
 
-    fn dependencies(&self) -> Vec<NamedProvider> {
+    pub(crate) fn dependencies(&self) -> Vec<NamedProvider> {
         lock(&self.inner.extensions).dependencies.clone()
     }
 
@@ -348,110 +231,6 @@ impl Container {
             .iter()
             .map(|e| e.extension.clone())
             .collect()
-    }
-}
-
-async fn run_worker<S: ServiceState + ?Sized, M, MF, H, HF>(
-    inner: Arc<Inner>,
-    entrypoint: Arc<EntrypointInfo>,
-    context_data: ContextData,
-    args: Value,
-    method: M,
-    handle_result: H,
-) -> Result<WorkerResult, WorkerAborted>
-where
-    M: FnOnce(Worker<S>) -> MF + Send + 'static,
-    MF: Future<Output = WorkerResult> + Send + 'static,
-    H: FnOnce(Arc<WorkerContext>, WorkerResult) -> HF + Send + 'static,
-    HF: Future<Output = WorkerResult> + Send + 'static,
-{
-    if inner.stopping.is_cancelled() {
-        return Err(WorkerAborted::Stopping);
-    }
-    // A free slot is taken at once; only a worker that has to wait for one also listens for
-    // the container stopping meanwhile.
-    let _permit = match inner.worker_slots.clone().try_acquire_owned() {
-        Ok(permit) => permit,
-        Err(TryAcquireError::Closed) => return Err(WorkerAborted::Stopping),
-        Err(TryAcquireError::NoPermits) => tokio::select! {
-            biased;
-            () = inner.stopping.cancelled() => return Err(WorkerAborted::Stopping),
-            permit = inner.worker_slots.clone().acquire_owned() => {
-                permit.map_err(|_| WorkerAborted::Stopping)?
-            }
-        },
-    };
-    let container = Container {
-        inner: inner.clone(),
-    };
-    let context = Arc::new(WorkerContext::new(
-        inner.service_name.clone(),
-        entrypoint.clone(),
-        context_data,
-        args,
-        inner.parent_calls_tracked,
-    ));
-    let providers = container.dependencies();
-    for (_, provider) in &providers {
-        provider.worker_setup(&context).await;
-    }
-
-    let result = match S::from_any(inner.service_state.clone()) {
-        Some(state) => run_method(method(Worker::new(context.clone(), state))).await,
-        // `Service<S>::entrypoint` only takes entrypoints for its own state, so this needs an
-        // entrypoint that calls the container with a state type of its own making.
-        None => Err(RemoteError::state_mismatch::<S>()),
-    };
-    if let Err(err) = &result {
-        let args = context.redacted_args();
-        if entrypoint.is_expected(&err.exc_type) {
-            tracing::warn!(call_id = context.call_id(), %args, error = %err, "expected error in worker");
-        } else {
-            tracing::error!(call_id = context.call_id(), %args, error = %err, "error in worker");
-        }
-    }
-
-    let result = handle_result(context.clone(), result).await;
-    for (_, provider) in &providers {
-        provider.worker_result(&context, &result).await;
-    }
-    for (_, provider) in &providers {
-        provider.worker_teardown(&context).await;
-    }
-    // Nobody listens outside tests: the event is only built for a listener.
-    if inner.events.receiver_count() > 0 {
-        let _ = inner.events.send(Arc::new(WorkerEvent {
-            context,
-            result: result.clone(),
-        }));
-    }
-    Ok(result)
-}
-
-/// The result handling of an entrypoint that has none of its own.
-async fn keep_result(_: Arc<WorkerContext>, result: WorkerResult) -> WorkerResult {
-    result
-}
-
-/// Runs the method, catching a panic as that call's error (see `catch_unwind.rs`).
-async fn run_method<F>(method: F) -> WorkerResult
-where
-    F: Future<Output = WorkerResult> + Send + 'static,
-{
-    match CatchUnwind::new(method).await {
-        Ok(result) => result,
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "handler panicked".to_owned());
-            Err(RemoteError::new(
-                "HandlerPanicked",
-                HANDLER_PANICKED,
-                message,
-            ))
-        }
     }
 }
 

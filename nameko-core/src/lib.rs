@@ -58,9 +58,10 @@ mod running_worker;
 mod service;
 pub mod testing;
 mod worker;
+mod worker_pipeline;
 
 pub use config::{Config, DEFAULT_MAX_WORKERS, DEFAULT_PARENT_CALLS_TRACKED, hide_passwords};
-pub use container::{Container, ContainerState, ServiceContainer, WorkerEvent};
+pub use container::{Container, ContainerState, ServiceContainer};
 pub use context::{
     AUTH_TOKEN, CALL_ID_STACK, ContextData, LANGUAGE, USER_AGENT, USER_ID, WorkerContext,
 };
@@ -76,3 +77,4 @@ pub use runner::ServiceRunner;
 pub use running_worker::RunningWorker;
 pub use service::{AnyService, Dependencies, Service};
 pub use worker::{AnyWorker, IntoWorkerResult, ServiceState, Worker, WorkerResult};
+pub use worker_pipeline::WorkerEvent;

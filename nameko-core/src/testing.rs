@@ -21,12 +21,13 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
-use crate::container::{Container, ContainerState, ServiceContainer, WorkerEvent};
+use crate::container::{Container, ContainerState, ServiceContainer};
 use crate::context::{ContextData, WorkerContext};
 use crate::entrypoint::{DirectCall, Entrypoint, EntrypointInfo};
 use crate::extension::{BoxError, Extension};
 use crate::service::Service;
 use crate::worker::{IntoWorkerResult, Worker, WorkerResult};
+use crate::worker_pipeline::WorkerEvent;
 
 /// How long the helpers wait by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);

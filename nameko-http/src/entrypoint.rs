@@ -44,8 +44,7 @@ use crate::request::Request;
 use crate::response::{self, IntoResponse, Response};
 use crate::response_from_exception::ResponseFromException;
 use crate::rule::Rule;
-use crate::server::{BoxFuture, Route, RouteHandler, ServerConfig};
-use crate::web_server::WebServerExtension;
+use crate::server::{BoxFuture, Route, RouteHandler, ServerConfig, WebServerExtension};
 
 /// What an `http` handler may return.
 ///

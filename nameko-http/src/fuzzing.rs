@@ -16,10 +16,11 @@ use hyper::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::Request;
 use crate::method::Methods;
 use crate::router::{Lookup, Router};
 use crate::rule::Rule;
-use crate::{BindAddress, Registration, Request, Route, ServerConfig, WebServer};
+use crate::server::{BindAddress, Registration, Route, ServerConfig, WebServer};
 
 /// At most this many routes and requests are read from one input, to keep each run short.
 const MAX_LINES: usize = 16;

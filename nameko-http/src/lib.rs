@@ -113,9 +113,11 @@
 //! | [`WEB_SHUTDOWN_TIMEOUT`]    | `30`           | seconds the last service on an address waits for open connections when it stops |
 //!
 //! One web server serves each bind address of a process, shared by every service on it (the
-//! [`WebServerExtension`] of each container registers its routes there). The transport layer
-//! is usable on its own too: [`WebServer::register`] serves [`Route`]s of plain
-//! `Fn(Request) -> impl Future` handlers, without a container.
+//! [`WebServerExtension`](server::WebServerExtension) of each container registers its routes
+//! there). That plumbing lives in [`server`], apart from what a service is written with; the
+//! transport layer is usable on its own too: [`WebServer::register`](server::WebServer::register)
+//! serves [`Route`](server::Route)s of plain `Fn(Request) -> impl Future` handlers, without a
+//! container.
 
 mod entrypoint;
 mod error;
@@ -129,12 +131,10 @@ mod response;
 mod response_from_exception;
 mod router;
 mod rule;
-mod server;
-mod web_server;
+pub mod server;
 
 pub use entrypoint::{Http, HttpHandler, IntoHandlerResult, http};
 pub use error::{Error, Result, RuleError};
-pub use method::Methods;
 pub use path_values::{PathValue, PathValues};
 pub use request::Request;
 pub use response::{
@@ -143,14 +143,10 @@ pub use response::{
     server_error, service_unavailable,
 };
 pub use response_from_exception::ResponseFromException;
-pub use router::{Lookup, Router};
-pub use rule::{Converter, Rule};
-pub use server::{
-    BindAddress, BoxFuture, DEFAULT_WEB_SERVER_ADDRESS, Registration, Route, RouteHandler,
-    ServerConfig, ServerState, WEB_HEADER_READ_TIMEOUT, WEB_MAX_BODY_SIZE, WEB_SERVER_ADDRESS,
-    WEB_SHUTDOWN_TIMEOUT, WebServer,
+pub use server::settings::{
+    DEFAULT_WEB_SERVER_ADDRESS, WEB_HEADER_READ_TIMEOUT, WEB_MAX_BODY_SIZE, WEB_SERVER_ADDRESS,
+    WEB_SHUTDOWN_TIMEOUT,
 };
-pub use web_server::WebServerExtension;
 
 pub use hyper::body::Bytes;
 pub use hyper::{HeaderMap, Method, StatusCode};

@@ -22,9 +22,8 @@ use hyper::{Method, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use nameko_http::{
-    BindAddress, Error, Registration, Request, Route, ServerConfig, ServerState, WebServer,
-};
+use nameko_http::server::{BindAddress, Registration, Route, ServerConfig, ServerState, WebServer};
+use nameko_http::{Error, Request};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};

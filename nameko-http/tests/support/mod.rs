@@ -13,7 +13,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use nameko_core::{Config, Service, ServiceContainer};
-use nameko_http::{WEB_SERVER_ADDRESS, WebServerExtension};
+use nameko_http::WEB_SERVER_ADDRESS;
+use nameko_http::server::WebServerExtension;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -14,7 +14,8 @@ use nameko_events::{HandlerType, StandaloneDispatcher, event_exchange, event_han
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::events::{EXPECT, Received, cleanup, recorder, run, stragglers, take};
+use crate::support::cleanup;
+use crate::support::events::{EXPECT, Received, recorder, run, stragglers, take};
 use crate::support::{PythonProcess, broker_uri, config, python, unique};
 
 /// How long a Python peer may take to start, which includes importing eventlet and nameko.
@@ -189,7 +190,7 @@ async fn rust_dispatches_reach_python_handlers() {
     pool_py.wait_for_line("ready", PYTHON_START).await;
     bcast_py.wait_for_line("ready", PYTHON_START).await;
 
-    let emitter = run(crate::events::emitter(&source), &config).await;
+    let emitter = run(crate::support::events::emitter(&source), &config).await;
     let context: ContextData =
         json!({"user_id": "u-1", "custom_key": "c", "call_id_stack": ["caller.method.0"]})
             .as_object()

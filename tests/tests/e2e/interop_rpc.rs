@@ -18,7 +18,7 @@ use nameko_rpc::{Args, ClusterRpcClient, RpcError, RpcProxy, rpc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::rpc::delete_rpc_queues;
+use crate::support::raw::delete_rpc_queues;
 use crate::support::{PythonProcess, broker_uri, config, python, unique};
 
 const WAIT: Duration = Duration::from_secs(30);

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use nameko_core::{RemoteError, Service, ServiceContainer, Worker};
 use nameko_events::{StandaloneDispatcher, event_handler};
-use nameko_http::{Request, WebServerExtension, http};
+use nameko_http::server::WebServerExtension;
+use nameko_http::{Request, http};
 use nameko_rpc::{ClusterRpcClient, RpcError, rpc};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -158,7 +159,7 @@ async fn rpc_logs_never_show_sensitive_arguments() {
         assert!(!text.contains(&secret), "{secret} was logged:\n{text}");
     }
     container.stop().await;
-    crate::events::cleanup(&uri, &[format!("rpc-{service}")], &[]).await;
+    crate::support::cleanup(&uri, &[format!("rpc-{service}")], &[]).await;
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -216,7 +217,7 @@ async fn event_logs_never_show_sensitive_arguments() {
         "the card number was logged:\n{text}"
     );
     container.stop().await;
-    crate::events::cleanup(
+    crate::support::cleanup(
         &uri,
         &[nameko_events::names::service_pool_queue(
             &source, "paid", &service, "on_paid",

@@ -225,7 +225,7 @@ async fn call_over_tls(config: &Config) -> String {
         .expect("call succeeds");
     container.stop().await;
     if let Some(plain) = crate::support::broker_uri().await {
-        crate::events::cleanup(&plain, &[format!("rpc-{service}")], &[]).await;
+        crate::support::cleanup(&plain, &[format!("rpc-{service}")], &[]).await;
     }
     reply
 }
@@ -390,7 +390,7 @@ async fn plain_and_amqplain_log_in() {
         let reply: String = client.call(&service, "hello", (method,)).await.unwrap();
         assert_eq!(reply, format!("Hello, {method}!"));
         container.stop().await;
-        crate::events::cleanup(&broker, &[format!("rpc-{service}")], &[]).await;
+        crate::support::cleanup(&broker, &[format!("rpc-{service}")], &[]).await;
     }
 }
 

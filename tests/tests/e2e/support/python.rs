@@ -1,66 +1,15 @@
-//! Shared test plumbing: the broker address, unique names, and running Python Nameko peers.
+//! Python Nameko peers: the interpreter, the scripts in `tests/python/`, and a running script's
+//! output read line by line.
 //!
-//! A test that needs the broker calls [`broker_uri`]: when no broker answers it says so and the
-//! test returns early, except under `CI`, where a missing broker is a failure, never a skip.
-//! Python peers run with the interpreter in `NAMEKO_PYTHON` (set by `cargo xtask
-//! test-integration` to a venv with nameko 2.14.1); scripts live in `tests/python/`.
-
-#![allow(dead_code, reason = "each test module uses a different part")]
+//! Peers run with the interpreter in `NAMEKO_PYTHON` (set by `cargo xtask test-integration` to a
+//! venv with nameko 2.14.1); without it a test says so and returns, except under `CI`.
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use nameko_core::Config;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-
-/// The broker URI to test against, or `None` (after saying why) when no broker answers and the
-/// run is not under CI.
-pub async fn broker_uri() -> Option<String> {
-    let uri = std::env::var("AMQP_URI")
-        .unwrap_or_else(|_| "amqp://guest:guest@localhost:5672/%2f".to_owned());
-    let connect = lapin::Connection::connect(&uri, lapin::ConnectionProperties::default());
-    match tokio::time::timeout(Duration::from_secs(10), connect).await {
-        Ok(Ok(conn)) => {
-            let _ = conn.close(200, "probe done".into()).await;
-            Some(uri)
-        }
-        outcome => {
-            let why = match outcome {
-                Ok(Err(e)) => e.to_string(),
-                _ => "connect timed out".to_owned(),
-            };
-            if std::env::var_os("CI").is_some() {
-                panic!(
-                    "no AMQP broker at AMQP_URI ({why}); under CI a missing broker is a failure"
-                );
-            }
-            eprintln!(
-                "skipping: no AMQP broker answers ({why}); run `cargo xtask test-integration`, which finds or starts one"
-            );
-            None
-        }
-    }
-}
-
-/// A config pointing at the test broker, with extra `KEY=VALUE` definitions.
-pub fn config(uri: &str, defines: &[&str]) -> Config {
-    let mut config = Config::new();
-    config.set("AMQP_URI", uri);
-    for d in defines {
-        config.define(d).expect("valid test define");
-    }
-    config
-}
-
-/// A name no other test uses: `<prefix>_<8 hex chars>`.
-pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )
-}
 
 /// The Python interpreter with nameko 2.14.1, or `None` (after saying why) outside CI.
 pub fn python() -> Option<PathBuf> {

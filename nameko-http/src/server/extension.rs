@@ -22,8 +22,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use nameko_core::{BoxError, Container, Extension, SharedExtension};
 use tracing::info;
 
+use super::registry::{Registration, WebServer};
+use super::route::Route;
+use super::settings::ServerConfig;
 use crate::router::Router;
-use crate::server::{Registration, Route, ServerConfig, WebServer};
 
 /// The key under which the container keeps its one instance.
 const SHARING_KEY: &str = "web_server";
