@@ -163,6 +163,15 @@ pub enum Error {
         /// What was closed, e.g. `publisher`.
         what: &'static str,
     },
+    /// A consumer's stream of deliveries ended although nobody asked it to stop: its service
+    /// would silently stop receiving from the queue.
+    #[error(
+        "the consumer of queue `{queue}` ended without being stopped (was it cancelled elsewhere?)"
+    )]
+    ConsumerEnded {
+        /// The queue that was consumed.
+        queue: String,
+    },
     /// The delivery was acknowledged, rejected or invalidated already, or its channel is closed.
     #[error(
         "cannot settle delivery {delivery_tag}: expected an unsettled delivery on an open channel, found it already settled or its channel gone"

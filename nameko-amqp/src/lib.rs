@@ -22,6 +22,9 @@
 //!   a network cut, missed heartbeats or a forced close it reconnects with [`Backoff`],
 //!   declares its [`Declarations`] again and resumes, and publishers reconnect on their next
 //!   publish;
+//! - [`ServedQueue`]: the consumer core the RPC consumer, the reply listener and the event
+//!   handlers adapt: one reading of the stream, tracked per-delivery tasks that requeue what
+//!   they did not settle, and Nameko's stop in steps (stop consuming, drain, close) or a kill;
 //! - [`Topology`]: declarations with exactly Nameko's flags and argument types;
 //! - [`headers`] and [`json`]: the context-data header codec and the kombu JSON codec, byte
 //!   compatible with Python Nameko.
@@ -70,6 +73,7 @@ pub mod headers;
 pub mod json;
 mod publisher;
 mod recovery;
+mod served_queue;
 mod settings;
 mod tls;
 mod topology;
@@ -81,6 +85,7 @@ pub use consumer::{Consumer, ConsumerHandle, Delivery};
 pub use error::{DecodeError, Error, PublishError, Result, UriError};
 pub use publisher::{PublishOptions, Publisher};
 pub use recovery::{Binding, Declarations, RecoveringConsumer, RecoveringHandle, Recovery};
+pub use served_queue::{Deliveries, ServedQueue, Settle};
 pub use settings::{AmqpSettings, DEFAULT_AMQP_URI, SERIALIZER};
 pub use tls::TlsOptions;
 pub use topology::{ExchangeSpec, QueueSpec, QueueState, Topology, event_exchange_name};

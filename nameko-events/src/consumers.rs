@@ -1,61 +1,54 @@
-//! The event-handler consumers of one container, closed after its workers have drained.
+//! The event-handler queues of one container, drained and closed after its workers.
 //!
-//! A graceful stop has two halves that happen at different moments: the handler cancels its
-//! consumer when the container stops its entrypoints (no new events), but the channel must stay
-//! open until the running workers have acked what they hold. The container stops shared
-//! extensions after workers drain, so this shared extension, one per container, closes the
-//! channels then. On kill it closes them at once and the broker requeues whatever was not
-//! acked. Its `closing` flag also tells the consumer loops that their stream ending is expected,
-//! not a failure that should kill the container.
+//! A graceful stop has two halves that happen at different moments: the handler stops consuming
+//! when the container stops its entrypoints (no new events), but the channel must stay open until
+//! the running workers have acked what they hold. The container stops shared extensions after
+//! its workers drain, so this shared extension, one per container, drains each served queue's
+//! remaining tasks (settlements after a worker) and closes the channels then. On kill it closes
+//! them at once and the broker requeues whatever was not acked. A closed queue counts as stopped,
+//! so the end of its stream is expected, not a failure that should kill the container.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use nameko_amqp::RecoveringHandle;
+use nameko_amqp::ServedQueue;
 use nameko_core::{Extension, SharedExtension};
 
-/// The key the container shares this extension under.
+/// The key under which the container keeps its one instance.
 pub(crate) const SHARING_KEY: &str = "nameko-events/handler-consumers";
 
 #[derive(Debug, Default)]
 pub(crate) struct HandlerConsumers {
-    /// A std mutex is enough: it is held only to push or take the list.
-    handles: Mutex<Vec<RecoveringHandle>>,
-    closing: AtomicBool,
+    /// Every queue the container's handlers serve, in start order.
+    served: Mutex<Vec<ServedQueue>>,
 }
 
 impl HandlerConsumers {
-    pub(crate) fn register(&self, handle: RecoveringHandle) {
-        self.handles
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(handle);
+    pub(crate) fn register(&self, served: ServedQueue) {
+        self.held().push(served);
     }
 
-    /// Whether the container is closing its consumers (stopping or killed).
-    pub(crate) fn closing(&self) -> bool {
-        self.closing.load(Ordering::Acquire)
+    fn held(&self) -> std::sync::MutexGuard<'_, Vec<ServedQueue>> {
+        self.served.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    async fn close_all(&self) {
-        self.closing.store(true, Ordering::Release);
-        let handles =
-            std::mem::take(&mut *self.handles.lock().unwrap_or_else(PoisonError::into_inner));
-        for handle in handles {
-            if let Err(error) = handle.close().await {
-                tracing::debug!(%error, "closing an event consumer channel failed");
-            }
-        }
+    fn take(&self) -> Vec<ServedQueue> {
+        std::mem::take(&mut *self.held())
     }
 }
 
 impl Extension for HandlerConsumers {
     async fn stop(&self) {
-        self.close_all().await;
+        for served in self.take() {
+            served.stop_consuming().await;
+            served.drain().await;
+            served.close().await;
+        }
     }
 
     async fn kill(&self) {
-        self.close_all().await;
+        for served in self.take() {
+            served.kill().await;
+        }
     }
 }
 

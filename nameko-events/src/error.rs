@@ -77,15 +77,6 @@ pub enum Error {
     /// A broadcast identifier must tell instances apart, so it cannot be empty.
     #[error("broadcast identifier is empty: expected a non-empty string")]
     EmptyBroadcastIdentifier,
-    /// The broker cancelled a handler's consumer (its queue was deleted, for example): the
-    /// service would silently stop receiving the event.
-    #[error(
-        "the broker cancelled the consumer of queue `{queue}`: expected it to deliver until the service stops (was the queue deleted?)"
-    )]
-    ConsumerCancelled {
-        /// The handler's queue.
-        queue: String,
-    },
     /// A dependency or entrypoint was used before its service started.
     #[error("{what} is not set up: expected its service container to have started")]
     NotStarted {

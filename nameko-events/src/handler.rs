@@ -34,13 +34,12 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use nameko_amqp::{
-    Connection, ConnectionRole, Declarations, Delivery, ExchangeSpec, RecoveringConsumer,
-    RecoveringHandle,
+    Connection, ConnectionRole, Declarations, Deliveries, Delivery, ExchangeSpec,
+    RecoveringConsumer, ServedQueue, Settle,
 };
 use nameko_core::{
     BoxError, Container, DirectCall, Entrypoint, EntrypointInfo, Extension, IntoWorkerResult,
@@ -59,7 +58,7 @@ use crate::error::{Error, MALFORMED_EVENT, MALFORMED_EVENT_PATH, Result};
 use crate::handler_type::{BroadcastIdentifier, HandlerQueue, HandlerType};
 use crate::message::{self, IncomingEvent};
 use crate::names::event_exchange;
-use crate::redelivery::{self, DEFAULT_MAX_REDELIVERIES, Settlement};
+use crate::redelivery::{DEFAULT_MAX_REDELIVERIES, Settlement};
 
 /// How long a graceful stop waits for a cancelled consumer to hand out what it had received.
 const CONSUMER_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -86,9 +85,8 @@ pub struct EventHandler<S, H, P> {
 
 /// One start of the handler: its consumer and how to tell when its loop has ended.
 struct Run {
-    consumer: RecoveringHandle,
-    /// Set before this crate cancels the consumer, so the end of its stream is not a failure.
-    cancelled: Arc<AtomicBool>,
+    /// The served queue: stopping it makes the end of its stream expected.
+    served: ServedQueue,
     /// Closed when the consumer loop has ended.
     ended: watch::Receiver<()>,
 }
@@ -302,7 +300,8 @@ where
             RecoveringConsumer::start(&connection, declarations, prefetch_count(config)?).await?;
 
         let consumers = container.shared_extension(SHARING_KEY, HandlerConsumers::default);
-        consumers.register(consumer.handle());
+        let (served, deliveries) = ServedQueue::new(consumer);
+        consumers.register(served.clone());
         let runtime = Arc::new(Runtime {
             info: self.info.clone(),
             handler: self.handler.clone(),
@@ -317,11 +316,9 @@ where
             },
             _payload: PhantomData,
         });
-        let cancelled = Arc::new(AtomicBool::new(false));
         let (ended_tx, ended) = watch::channel(());
         *self.run() = Some(Run {
-            consumer: consumer.handle(),
-            cancelled: cancelled.clone(),
+            served: served.clone(),
             ended,
         });
         tracing::debug!(
@@ -338,9 +335,7 @@ where
         let looping = container.clone();
         container.spawn_managed(task, async move {
             let _ended = ended_tx;
-            runtime
-                .consume(consumer, &looping, &cancelled, &consumers)
-                .await
+            runtime.consume(deliveries, &looping, &served).await
         });
         Ok(())
     }
@@ -348,10 +343,7 @@ where
     async fn stop(&self) {
         let taken = self.run().take();
         if let Some(mut run) = taken {
-            run.cancelled.store(true, Ordering::Release);
-            if let Err(error) = run.consumer.cancel().await {
-                tracing::warn!(%error, "cancelling an event consumer failed");
-            }
+            run.served.stop_consuming().await;
             // Deliveries received before the cancel still become workers; wait until they
             // have, so the container's drain covers them.
             let drained =
@@ -485,32 +477,25 @@ where
     /// silently stop receiving events.
     async fn consume(
         self: Arc<Self>,
-        mut consumer: RecoveringConsumer,
+        deliveries: Deliveries,
         container: &Container,
-        cancelled: &AtomicBool,
-        consumers: &HandlerConsumers,
-    ) -> Result<(), BoxError> {
-        let expected_end = || cancelled.load(Ordering::Acquire) || consumers.closing();
-        loop {
-            match consumer.next().await {
-                Some(Ok(delivery)) => self.clone().on_delivery(container, delivery).await,
-                Some(Err(error)) if expected_end() => {
-                    tracing::debug!(%error, "event consumer ended while stopping");
-                    return Ok(());
-                }
-                Some(Err(error)) => return Err(error.into()),
-                None if expected_end() => return Ok(()),
-                None => {
-                    return Err(Error::ConsumerCancelled {
-                        queue: consumer.queue().to_owned(),
-                    }
-                    .into());
-                }
-            }
-        }
+        served: &ServedQueue,
+    ) -> std::result::Result<(), BoxError> {
+        let outcome = deliveries
+            .serve(|delivery| {
+                self.clone().on_delivery(container, served, delivery);
+                std::future::ready(())
+            })
+            .await;
+        Ok(outcome?)
     }
 
-    async fn on_delivery(self: Arc<Self>, container: &Container, delivery: Delivery) {
+    fn on_delivery(
+        self: Arc<Self>,
+        container: &Container,
+        served: &ServedQueue,
+        delivery: Delivery,
+    ) {
         let queue = &self.settlement.queue;
         let IncomingEvent {
             payload,
@@ -525,9 +510,7 @@ where
                     error = %why,
                     "rejecting an event message that cannot be read"
                 );
-                if let Err(error) = delivery.reject(false).await {
-                    tracing::warn!(%queue, %error, "could not reject an unreadable event");
-                }
+                served.settle(Arc::new(delivery), Settle::Discard);
                 return;
             }
         };
@@ -552,12 +535,9 @@ where
         };
         let worker =
             container.run_worker_with(&self.info, context, worker_args(payload), method, settle);
-        // One task per event, in which the worker runs (waiting there for its slot).
-        tokio::spawn(async move {
-            if let Err(why) = worker.await {
-                redelivery::abandon(&delivery, &self.settlement.queue, why).await;
-            }
-        });
+        // One task per event, in which the worker runs (waiting there for its slot); an event
+        // whose worker did not finish is requeued for another instance.
+        served.spawn_worker(delivery, async move { worker.await.map(drop) });
     }
 }
 

@@ -30,7 +30,7 @@
 //! events of that one worker (Rust receivers drop that form too).
 
 use nameko_amqp::{AMQPValue, Delivery, PublishOptions, QueueSpec};
-use nameko_core::{WorkerAborted, WorkerResult};
+use nameko_core::WorkerResult;
 
 use crate::broker::Publishing;
 use crate::names::{REDELIVERIES_HEADER, dead_event_queue};
@@ -138,12 +138,6 @@ impl Settlement {
             .await?
             .map_err(crate::Error::from)
     }
-}
-
-/// Gives back a delivery whose worker did not finish.
-pub(crate) async fn abandon(delivery: &Delivery, queue: &str, why: WorkerAborted) {
-    tracing::debug!(queue, reason = %why, "requeueing an event whose worker did not finish");
-    reject(delivery, queue, true).await;
 }
 
 /// The properties of a copy of `delivery`: the same, with the redelivery counter set. Copies

@@ -48,14 +48,12 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use nameko_amqp::{
     Connection, Declarations, Delivery, ExchangeSpec, Publisher, QueueSpec, RecoveringConsumer,
-    RecoveringHandle, Topology,
+    ServedQueue, Settle, Topology,
 };
 use nameko_core::{
     BoxError, Container, ContainerError, Extension, RemoteError, SharedExtension, WorkerResult,
 };
 use serde_json::{Map, Value};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::broker::{connection_config, connections, prefetch_count, rpc_exchange};
 use crate::entrypoint::{BoundCall, RpcMethod};
@@ -86,13 +84,9 @@ struct Inner {
     active: Mutex<HashSet<String>>,
     /// Set in `setup`.
     broker: OnceLock<Broker>,
-    /// The running consumer, to cancel and close it.
-    handle: Mutex<Option<RecoveringHandle>>,
-    /// Cancelled when consumption stops: requests received after that are requeued.
-    closing: CancellationToken,
-    /// Tasks that answer without a worker or settle a request after its worker: stop waits for
-    /// them before closing the channel their acknowledgements need.
-    tasks: TaskTracker,
+    /// The served queue, from start on: stopping it requeues requests received afterwards, and
+    /// its tracked tasks (workers, answers without a worker) are drained before it closes.
+    served: OnceLock<ServedQueue>,
 }
 
 #[derive(Debug)]
@@ -113,9 +107,7 @@ impl RpcConsumer {
                 methods: Mutex::new(HashMap::new()),
                 active: Mutex::new(HashSet::new()),
                 broker: OnceLock::new(),
-                handle: Mutex::new(None),
-                closing: CancellationToken::new(),
-                tasks: TaskTracker::new(),
+                served: OnceLock::new(),
             }),
         })
     }
@@ -180,28 +172,38 @@ impl Extension for RpcConsumer {
         let consumer =
             RecoveringConsumer::start(&broker.consuming, broker.declarations.clone(), prefetch)
                 .await?;
-        *lock(&self.inner.handle) = Some(consumer.handle());
+        let (served, deliveries) = ServedQueue::new(consumer);
+        if self.inner.served.set(served.clone()).is_err() {
+            return Err("the rpc consumer was started twice".into());
+        }
         tracing::debug!(queue = %broker.queue, prefetch, "consuming rpc requests");
         let inner = self.inner.clone();
-        container.spawn_managed(
-            format!("rpc consumer of `{}`", broker.queue),
-            inner.consume(consumer),
-        );
+        container.spawn_managed(format!("rpc consumer of `{}`", broker.queue), async move {
+            deliveries
+                .serve(|delivery| {
+                    inner.handle(&served, delivery);
+                    std::future::ready(())
+                })
+                .await
+                .map_err(BoxError::from)
+        });
         Ok(())
     }
 
     async fn stop(&self) {
         // Entrypoints stopped consumption already; this runs after every worker finished.
-        self.inner.stop_consuming().await;
-        self.inner.tasks.close();
-        self.inner.tasks.wait().await;
-        self.inner.close().await;
+        if let Some(served) = self.inner.served.get() {
+            served.stop_consuming().await;
+            served.drain().await;
+            served.close().await;
+        }
     }
 
     async fn kill(&self) {
-        self.inner.closing.cancel();
         // Closing the channel hands every unacknowledged request back to the broker.
-        self.inner.close().await;
+        if let Some(served) = self.inner.served.get() {
+            served.kill().await;
+        }
     }
 }
 
@@ -215,43 +217,16 @@ impl Inner {
     }
 
     async fn stop_consuming(&self) {
-        self.closing.cancel();
-        let handle = lock(&self.handle).clone();
-        if let Some(handle) = handle
-            && let Err(error) = handle.cancel().await
-        {
-            tracing::warn!(%error, "cancelling the rpc consumer failed");
-        }
-    }
-
-    async fn close(&self) {
-        let handle = lock(&self.handle).take();
-        if let Some(handle) = handle
-            && let Err(error) = handle.close().await
-        {
-            tracing::debug!(%error, "closing the rpc consumer's channel failed");
-        }
-    }
-
-    /// The consumer loop: runs as a managed task, so its failure kills the container. It
-    /// fails only when its consumer cannot recover (see [`RecoveringConsumer`]); it ends when
-    /// consumption was cancelled.
-    async fn consume(self: Arc<Self>, mut consumer: RecoveringConsumer) -> Result<(), BoxError> {
-        loop {
-            match consumer.next().await {
-                Some(Ok(delivery)) => self.handle(delivery),
-                Some(Err(_)) | None if self.closing.is_cancelled() => return Ok(()),
-                Some(Err(error)) => return Err(error.into()),
-                None => return Ok(()),
-            }
+        if let Some(served) = self.served.get() {
+            served.stop_consuming().await;
         }
     }
 
     /// Decides what to do with one request. Never waits: replies and workers run in tasks.
-    fn handle(self: &Arc<Self>, delivery: Delivery) {
+    fn handle(self: &Arc<Self>, served: &ServedQueue, delivery: Delivery) {
         let delivery = Arc::new(delivery);
-        if self.closing.is_cancelled() {
-            self.settle(delivery, true, "the service is stopping");
+        if served.is_stopping() {
+            settle(served, delivery, Settle::Requeue, "the service is stopping");
             return;
         }
         let Some(reply_to) = delivery
@@ -264,11 +239,11 @@ impl Inner {
                 correlation_id = delivery.correlation_id(),
                 "rpc request without reply_to: no reply can be sent; rejecting it without requeue"
             );
-            self.settle(delivery, false, "it has no reply_to");
+            settle(served, delivery, Settle::Discard, "it has no reply_to");
             return;
         };
         match self.prepare(&delivery) {
-            Ok((method, bound)) => self.spawn_worker(delivery, reply_to, &method, bound),
+            Ok((method, bound)) => self.spawn_worker(served, delivery, reply_to, &method, bound),
             Err(error) => {
                 tracing::warn!(
                     routing_key = delivery.routing_key(),
@@ -277,7 +252,7 @@ impl Inner {
                     "rpc request refused without a worker"
                 );
                 let inner = self.clone();
-                self.tasks.spawn(async move {
+                served.spawn(async move {
                     inner.respond(&delivery, &reply_to, &Err(error)).await;
                 });
             }
@@ -312,13 +287,19 @@ impl Inner {
 
     fn spawn_worker(
         self: &Arc<Self>,
+        served: &ServedQueue,
         delivery: Arc<Delivery>,
         reply_to: String,
         method: &RpcMethod,
         bound: BoundCall,
     ) {
         let Some(broker) = self.broker.get() else {
-            self.settle(delivery, true, "the consumer is not set up");
+            settle(
+                served,
+                delivery,
+                Settle::Requeue,
+                "the consumer is not set up",
+            );
             return;
         };
         let inner = self.clone();
@@ -333,15 +314,10 @@ impl Inner {
                 result
             },
         );
-        let inner = self.clone();
-        // One task per request, in which the worker runs (waiting there for its slot).
-        self.tasks.spawn(async move {
-            if let Err(aborted) = worker.await {
-                // The worker never replied: give the request back so another instance (or
-                // this one, later) handles it.
-                inner.settle(delivery, true, &aborted.to_string());
-            }
-        });
+        // One task per request, in which the worker runs (waiting there for its slot). A
+        // worker that never replied has its request given back, so another instance (or this
+        // one, later) handles it.
+        served.spawn_worker(delivery, async move { worker.await.map(drop) });
     }
 
     /// Publishes the reply, then acknowledges the request.
@@ -389,23 +365,18 @@ impl Inner {
             }
         }
     }
+}
 
-    /// Rejects a request in a task, requeued or not.
-    fn settle(&self, delivery: Arc<Delivery>, requeue: bool, why: &str) {
-        tracing::debug!(
-            routing_key = delivery.routing_key(),
-            correlation_id = delivery.correlation_id(),
-            requeue,
-            why,
-            "rejecting rpc request"
-        );
-        self.tasks.spawn(async move {
-            if let Err(error) = delivery.reject(requeue).await {
-                // The channel is gone, which hands the request back to the broker anyway.
-                tracing::debug!(%error, "rejecting an rpc request failed");
-            }
-        });
-    }
+/// Settles a request without a worker, in a task of the served queue.
+fn settle(served: &ServedQueue, delivery: Arc<Delivery>, how: Settle, why: &str) {
+    tracing::debug!(
+        routing_key = delivery.routing_key(),
+        correlation_id = delivery.correlation_id(),
+        settle = ?how,
+        why,
+        "rejecting rpc request"
+    );
+    served.settle(delivery, how);
 }
 
 /// The `args` list and `kwargs` object of a request body, or the `MalformedRequest` it is.

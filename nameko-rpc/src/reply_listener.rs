@@ -31,13 +31,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use nameko_amqp::{
-    Connection, Declarations, Delivery, ExchangeSpec, QueueSpec, RecoveringConsumer,
-    RecoveringHandle, Recovery, Topology,
+    Connection, Declarations, Deliveries, Delivery, ExchangeSpec, QueueSpec, RecoveringConsumer,
+    Recovery, ServedQueue, Topology,
 };
 use nameko_core::{BoxError, Container, Extension, SharedExtension};
 use serde_json::Value;
 use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
 
 use crate::broker::{connection_config, connections, prefetch_count, rpc_exchange};
 use crate::error::RpcError;
@@ -75,9 +74,8 @@ struct Inner {
     /// Correlation id to the waiting call. `None` once the listener has stopped: nothing can
     /// wait any more.
     pending: Mutex<Option<HashMap<String, oneshot::Sender<Reply>>>>,
-    handle: Mutex<Option<RecoveringHandle>>,
-    /// Cancelled when the listener is being stopped, so the end of its consumer is expected.
-    closing: CancellationToken,
+    /// The served reply queue while the listener consumes.
+    served: Mutex<Option<ServedQueue>>,
     /// The consuming connection, when the listener runs inside a container.
     consuming: OnceLock<Connection>,
 }
@@ -91,8 +89,7 @@ impl ReplyListener {
                 queue: reply_queue(caller, &reply_to),
                 reply_to,
                 pending: Mutex::new(Some(HashMap::new())),
-                handle: Mutex::new(None),
-                closing: CancellationToken::new(),
+                served: Mutex::new(None),
                 consuming: OnceLock::new(),
             }),
         }
@@ -149,8 +146,9 @@ impl ReplyListener {
                     inner.reply_queue_lost();
                 }
             });
-        *lock(&self.inner.handle) = Some(consumer.handle());
-        Ok(self.inner.clone().consume(consumer))
+        let (served, deliveries) = ServedQueue::new(consumer);
+        *lock(&self.inner.served) = Some(served);
+        Ok(self.inner.clone().consume(deliveries))
     }
 
     /// Registers a call before its request is sent; `None` when the listener has stopped.
@@ -171,16 +169,12 @@ impl ReplyListener {
 
     /// Stops consuming and closes the channel; waiting calls are told at once.
     pub(crate) async fn close(&self) {
-        self.inner.closing.cancel();
         self.inner.release_waiters();
-        let handle = lock(&self.inner.handle).take();
-        if let Some(handle) = handle {
-            if let Err(error) = handle.cancel().await {
-                tracing::debug!(%error, queue = %self.inner.queue, "cancelling the reply consumer failed");
-            }
-            if let Err(error) = handle.close().await {
-                tracing::debug!(%error, queue = %self.inner.queue, "closing the reply consumer failed");
-            }
+        let served = lock(&self.inner.served).take();
+        if let Some(served) = served {
+            // Replies are acknowledged in the consumer loop itself: nothing to drain.
+            served.stop_consuming().await;
+            served.close().await;
         }
     }
 }
@@ -218,17 +212,10 @@ impl Inner {
 
     /// Hands replies to their calls until the consumer ends: when the listener is closed, or
     /// for good because the broker refused to declare the queue again during a recovery.
-    async fn consume(self: Arc<Self>, mut consumer: RecoveringConsumer) -> Result<(), BoxError> {
-        let outcome = loop {
-            match consumer.next().await {
-                Some(Ok(delivery)) => self.deliver(delivery).await,
-                Some(Err(_)) | None if self.closing.is_cancelled() => break Ok(()),
-                Some(Err(error)) => break Err(error.into()),
-                None => break Ok(()),
-            }
-        };
+    async fn consume(self: Arc<Self>, deliveries: Deliveries) -> Result<(), BoxError> {
+        let outcome = deliveries.serve(|delivery| self.deliver(delivery)).await;
         self.release_waiters();
-        outcome
+        Ok(outcome?)
     }
 
     async fn deliver(&self, delivery: Delivery) {
