@@ -637,3 +637,140 @@ async fn folded_acknowledgements_never_take_an_unsettled_or_rejected_delivery_al
     assert_eq!(state.message_count, 0);
     topology.delete_queue(&queue).await.unwrap();
 }
+
+/// A served scratch queue holding `bodies`, its control handle and its stream.
+async fn served_queue(
+    connection: &Connection,
+    prefix: &str,
+    bodies: &[&[u8]],
+) -> (String, nameko_amqp::ServedQueue, nameko_amqp::Deliveries) {
+    let topology = Topology::new(connection).await.unwrap();
+    let queue = scratch_queue(&topology, prefix).await;
+    let publisher = Publisher::new(connection).await.unwrap();
+    for body in bodies {
+        publisher
+            .publish("", &queue, body, PublishOptions::default())
+            .await
+            .unwrap();
+    }
+    let consumer = nameko_amqp::RecoveringConsumer::start(
+        connection,
+        nameko_amqp::Declarations::queue(scratch(&queue)),
+        10,
+    )
+    .await
+    .unwrap();
+    let (served, deliveries) = nameko_amqp::ServedQueue::new(consumer);
+    (queue, served, deliveries)
+}
+
+/// The bodies left on `queue`, taken off it with a plain consumer.
+async fn left_on(connection: &Connection, queue: &str, expected: usize) -> Vec<Vec<u8>> {
+    let mut consumer = Consumer::start(connection, &scratch(queue), 10)
+        .await
+        .unwrap();
+    let mut bodies = Vec::new();
+    for _ in 0..expected {
+        let delivery = next_delivery(&mut consumer).await;
+        bodies.push(delivery.body().to_vec());
+        delivery.ack().await.unwrap();
+    }
+    assert!(
+        timeout(QUIET, consumer.next()).await.is_err(),
+        "nothing more is left"
+    );
+    consumer.close().await.unwrap();
+    bodies
+}
+
+#[tokio::test]
+async fn a_served_worker_that_does_not_finish_has_its_delivery_requeued() {
+    let Some(connection) = broker().await else {
+        return;
+    };
+    let (queue, served, deliveries) =
+        served_queue(&connection, "served-requeue", &[b"done", b"aborted"]).await;
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let serving = {
+        let served = served.clone();
+        tokio::spawn(deliveries.serve(move |delivery| {
+            let delivery = std::sync::Arc::new(delivery);
+            let aborted = delivery.body() == b"aborted";
+            let settled = delivery.clone();
+            served.spawn_worker(delivery, async move {
+                if aborted {
+                    return Err("the worker was not started");
+                }
+                settled.ack().await.map_err(|_| "ack failed")
+            });
+            let _ = seen_tx.send(());
+            std::future::ready(())
+        }))
+    };
+    for _ in 0..2 {
+        timeout(PATIENCE, seen.recv()).await.unwrap().unwrap();
+    }
+    served.stop_consuming().await;
+    served.drain().await;
+    served.close().await;
+    let ended = timeout(PATIENCE, serving).await.unwrap().unwrap();
+    assert!(
+        ended.is_ok(),
+        "a stop we asked for ends the loop cleanly: {ended:?}"
+    );
+    assert_eq!(left_on(&connection, &queue, 1).await, [b"aborted".to_vec()]);
+}
+
+#[tokio::test]
+async fn a_served_queue_drains_its_workers_before_it_closes() {
+    let Some(connection) = broker().await else {
+        return;
+    };
+    let (queue, served, deliveries) = served_queue(&connection, "served-drain", &[b"slow"]).await;
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let serving = {
+        let served = served.clone();
+        tokio::spawn(deliveries.serve(move |delivery| {
+            let delivery = std::sync::Arc::new(delivery);
+            let settled = delivery.clone();
+            served.spawn_worker(delivery, async move {
+                // Still at work when the stop begins.
+                tokio::time::sleep(QUIET).await;
+                settled.ack().await.map_err(|_| "ack failed")
+            });
+            let _ = seen_tx.send(());
+            std::future::ready(())
+        }))
+    };
+    timeout(PATIENCE, seen.recv()).await.unwrap().unwrap();
+    served.stop_consuming().await;
+    served.drain().await;
+    served.close().await;
+    assert!(timeout(PATIENCE, serving).await.unwrap().unwrap().is_ok());
+    assert!(
+        left_on(&connection, &queue, 0).await.is_empty(),
+        "the worker acknowledged before the channel closed"
+    );
+}
+
+#[tokio::test]
+async fn a_served_queue_killed_mid_work_gives_its_deliveries_back() {
+    let Some(connection) = broker().await else {
+        return;
+    };
+    let (queue, served, deliveries) = served_queue(&connection, "served-kill", &[b"held"]).await;
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let serving = {
+        let served = served.clone();
+        tokio::spawn(deliveries.serve(move |delivery| {
+            let delivery = std::sync::Arc::new(delivery);
+            served.spawn_worker(delivery, std::future::pending::<Result<(), &str>>());
+            let _ = seen_tx.send(());
+            std::future::ready(())
+        }))
+    };
+    timeout(PATIENCE, seen.recv()).await.unwrap().unwrap();
+    served.kill().await;
+    assert!(timeout(PATIENCE, serving).await.unwrap().unwrap().is_ok());
+    assert_eq!(left_on(&connection, &queue, 1).await, [b"held".to_vec()]);
+}
