@@ -644,14 +644,14 @@ async fn served_queue(
     prefix: &str,
     bodies: &[&[u8]],
 ) -> (String, nameko_amqp::ServedQueue, nameko_amqp::Deliveries) {
-    let topology = Topology::new(connection).await.unwrap();
+    let topology = Topology::new(connection).await.expect("topology");
     let queue = scratch_queue(&topology, prefix).await;
-    let publisher = Publisher::new(connection).await.unwrap();
+    let publisher = Publisher::new(connection).await.expect("publisher");
     for body in bodies {
         publisher
             .publish("", &queue, body, PublishOptions::default())
             .await
-            .unwrap();
+            .expect("publish");
     }
     let consumer = nameko_amqp::RecoveringConsumer::start(
         connection,
@@ -659,7 +659,7 @@ async fn served_queue(
         10,
     )
     .await
-    .unwrap();
+    .expect("consumer");
     let (served, deliveries) = nameko_amqp::ServedQueue::new(consumer);
     (queue, served, deliveries)
 }
@@ -668,18 +668,18 @@ async fn served_queue(
 async fn left_on(connection: &Connection, queue: &str, expected: usize) -> Vec<Vec<u8>> {
     let mut consumer = Consumer::start(connection, &scratch(queue), 10)
         .await
-        .unwrap();
+        .expect("consumer");
     let mut bodies = Vec::new();
     for _ in 0..expected {
         let delivery = next_delivery(&mut consumer).await;
         bodies.push(delivery.body().to_vec());
-        delivery.ack().await.unwrap();
+        delivery.ack().await.expect("ack");
     }
     assert!(
         timeout(QUIET, consumer.next()).await.is_err(),
         "nothing more is left"
     );
-    consumer.close().await.unwrap();
+    consumer.close().await.expect("close");
     bodies
 }
 
