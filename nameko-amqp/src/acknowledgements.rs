@@ -94,6 +94,11 @@ impl Acknowledgements {
         }
     }
 
+    /// The consumer channel these books are for.
+    pub(crate) fn channel(&self) -> &lapin::Channel {
+        &self.channel
+    }
+
     /// Notes that the delivery `tag` was handed out.
     pub(crate) fn delivered(&self, tag: u64) {
         self.books().unsettled.insert(tag);

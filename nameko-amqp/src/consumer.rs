@@ -23,8 +23,8 @@ use std::task::{Context, Poll};
 
 use lapin::BasicProperties;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    BasicRejectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use serde_json::{Map, Value};
@@ -34,6 +34,7 @@ use crate::acknowledgements::{Acknowledgements, Settlement};
 use crate::connection::Connection;
 use crate::error::{Error, Result, short_string};
 use crate::headers::decode_optional_context;
+use crate::publisher::PublishOptions;
 use crate::topology::{QueueSpec, declare_queue_on};
 
 /// Consumes one queue on a channel of its own. A [`Stream`] of deliveries; see also
@@ -326,6 +327,48 @@ impl Delivery {
     /// being killed.
     pub async fn reject(&self, requeue: bool) -> Result<()> {
         self.settle(Settlement::Reject { requeue }).await
+    }
+
+    /// Publishes a message on this delivery's own channel, then acknowledges the delivery: how
+    /// an RPC reply is sent without waiting for a publisher confirm.
+    ///
+    /// The broker handles one channel's frames in order, and the acknowledgement is queued only
+    /// once every frame of the message has been written to the socket (lapin sends
+    /// acknowledgements ahead of queued message frames, so the order is kept here, not by
+    /// lapin). So the broker never processes the acknowledgement without having routed the
+    /// message first; a connection lost in between loses both, and the delivery comes back.
+    /// The channel is not in confirm mode, so the message is never `mandatory`: a return would
+    /// have nobody to go to. Deliveries wrapped by hand have no channel and refuse.
+    pub async fn publish_then_ack(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        options: PublishOptions,
+    ) -> Result<()> {
+        let Some(acknowledgements) = &self.acknowledgements else {
+            return Err(Error::Closed {
+                what: "channel of a delivery wrapped by hand",
+            });
+        };
+        let properties = options.properties()?;
+        acknowledgements
+            .channel()
+            .basic_publish(
+                short_string("exchange name", exchange)?,
+                short_string("routing key", routing_key)?,
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .map_err(|source| {
+                Error::amqp(
+                    format!("basic.publish to `{exchange}` with `{routing_key}`"),
+                    source,
+                )
+            })?;
+        self.ack().await
     }
 
     async fn settle(&self, settlement: Settlement) -> Result<()> {

@@ -96,7 +96,7 @@ impl Default for PublishOptions {
 }
 
 impl PublishOptions {
-    fn properties(self) -> Result<BasicProperties> {
+    pub(crate) fn properties(self) -> Result<BasicProperties> {
         let mut properties = BasicProperties::default()
             .with_headers(self.headers)
             .with_delivery_mode(self.delivery_mode)

@@ -9,13 +9,14 @@
 //! bounds how many requests wait.
 //!
 //! The reply is published in the worker's result handling, before `worker_result` and teardown
-//! hooks run, and the request is acknowledged only after the broker confirmed the reply
-//! (at-least-once). If the reply cannot be published because the connection was lost (its
-//! publisher reconnects on the next publish), the request is requeued and the service keeps
-//! serving: the request is handled again, here or by another instance, and a caller that got
-//! a reply already drops the second one. If the broker refused the reply, the request is
-//! requeued and the container is killed, as Nameko kills a container whose result handling
-//! fails: a service that cannot answer should not keep taking requests.
+//! hooks run, on the request's own channel, and the request is acknowledged after it on that
+//! channel, so the broker routes the reply before it forgets the request (at-least-once; see
+//! [`crate::responder`]). If the connection was lost before both were written, the broker gives
+//! the request back and the service keeps serving: the request is handled again, here or by
+//! another instance, and a caller that got a reply already drops the second one. If the reply
+//! could not be sent for another reason, the request is requeued and the container is killed, as
+//! Nameko kills a container whose result handling fails: a service that cannot answer should not
+//! keep taking requests.
 //!
 //! The consumer survives its connection ([`RecoveringConsumer`]): after a broker restart, a
 //! network cut or missed heartbeats it reconnects with backoff and declares the exchange, the
@@ -47,15 +48,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use nameko_amqp::{
-    Connection, Declarations, Delivery, ExchangeSpec, Publisher, QueueSpec, RecoveringConsumer,
-    ServedQueue, Settle, Topology,
+    Connection, ConnectionRole, Declarations, Delivery, ExchangeSpec, QueueSpec,
+    RecoveringConsumer, ServedQueue, Settle, Topology,
 };
 use nameko_core::{
     BoxError, Container, ContainerError, Extension, RemoteError, SharedExtension, WorkerResult,
 };
 use serde_json::{Map, Value};
 
-use crate::broker::{connection_config, connections, prefetch_count, rpc_exchange};
+use crate::broker::{connection_config, prefetch_count, rpc_exchange};
 use crate::entrypoint::{BoundCall, RpcMethod};
 use crate::error::RpcError;
 use crate::names::{method_of, request_binding, request_queue};
@@ -146,7 +147,8 @@ impl Extension for RpcConsumer {
         let config = container.config();
         let settings = connection_config(config)?;
         let exchange = rpc_exchange(config)?;
-        let (consuming, publishing) = connections(&settings).await?;
+        // Replies go out on the requests' channels: the consumer needs no publishing connection.
+        let consuming = Connection::shared(&settings, ConnectionRole::Consumer).await?;
         let queue = request_queue(container.service_name());
         let declarations = Declarations::queue(QueueSpec::durable(&queue))
             .exchange(ExchangeSpec::topic(&exchange))
@@ -154,8 +156,7 @@ impl Extension for RpcConsumer {
 
         let topology = Topology::new(&consuming).await?;
         declarations.declare(&topology).await?;
-        let publisher = Publisher::new(&publishing).await?;
-        let responder = Responder::new(publisher, exchange);
+        let responder = Responder::new(exchange);
         let _ = self.inner.broker.set(Broker {
             container: container.clone(),
             queue,
@@ -325,45 +326,31 @@ impl Inner {
         let Some(broker) = self.broker.get() else {
             return;
         };
-        match broker
-            .responder
-            .reply(reply_to, delivery.correlation_id(), result)
-            .await
+        let Err(error) = broker.responder.reply(delivery, reply_to, result).await else {
+            return;
+        };
+        if error.is_connection_failure()
+            || matches!(error, nameko_amqp::Error::AlreadySettled { .. })
         {
-            Ok(()) => {
-                if let Err(error) = delivery.ack().await {
-                    tracing::warn!(
-                        %error,
-                        correlation_id = delivery.correlation_id(),
-                        "replied, but acknowledging the request failed; the broker will deliver it again"
-                    );
-                }
-            }
-            Err(error) if error.is_connection_failure() => {
-                tracing::warn!(
-                    %error,
-                    correlation_id = delivery.correlation_id(),
-                    "the connection was lost before the rpc reply was confirmed; requeueing the request to be handled again"
-                );
-                if let Err(error) = delivery.reject(true).await {
-                    // Its channel is gone too: the broker has requeued it already.
-                    tracing::debug!(%error, "requeueing an rpc request failed");
-                }
-            }
-            Err(error) => {
-                tracing::error!(
-                    %error,
-                    correlation_id = delivery.correlation_id(),
-                    "publishing an rpc reply failed; requeueing the request"
-                );
-                let _ = delivery.reject(true).await;
-                broker.container.fail(ContainerError::TaskFailed {
-                    service: broker.container.service_name().to_owned(),
-                    task: "rpc reply".to_owned(),
-                    source: Arc::new(Box::new(error)),
-                });
-            }
+            // The channel went with its connection: the broker has the request back already.
+            tracing::warn!(
+                %error,
+                correlation_id = delivery.correlation_id(),
+                "the connection was lost before the rpc reply and acknowledgement were sent; the broker delivers the request again"
+            );
+            return;
         }
+        tracing::error!(
+            %error,
+            correlation_id = delivery.correlation_id(),
+            "sending an rpc reply failed; requeueing the request"
+        );
+        let _ = delivery.reject(true).await;
+        broker.container.fail(ContainerError::TaskFailed {
+            service: broker.container.service_name().to_owned(),
+            task: "rpc reply".to_owned(),
+            source: Arc::new(Box::new(error)),
+        });
     }
 }
 

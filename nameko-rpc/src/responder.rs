@@ -5,15 +5,19 @@
 //! and the body `{"result": ..., "error": null}` or `{"result": null, "error": {exc_type,
 //! exc_path, exc_args, value}}`, in exactly that key order and Python's `json.dumps` spacing.
 //!
-//! The publish is confirmed before the request is acknowledged (at-least-once), so `reply`
-//! returns only once the broker has taken responsibility for the reply.
-//!
+//! The reply is published on the request's own consumer channel, and the request acknowledged
+//! after it on that channel ([`Delivery::publish_then_ack`]). The broker handles a channel's
+//! frames in order, so it never forgets a request without having routed its reply first, and no
+//! publisher-confirm round trip stands between a worker's result and its acknowledgement. A
+//! connection lost in between loses both; the request comes back and is answered again, and a
+//! caller that has its reply already drops the second one (at-least-once, as before).
+
 //! A result that Python could not read is replaced before it is sent: kombu turns every object
 //! whose keys are exactly `__type__` and `__value__` back into a typed value and drops the whole
 //! message when the type is unknown, which would leave the caller waiting forever. Such a result
 //! becomes an `UnserializableValueError` instead.
 
-use nameko_amqp::{FieldTable, PublishError, PublishOptions, Publisher};
+use nameko_amqp::{Delivery, FieldTable, PublishOptions};
 use nameko_core::{RemoteError, WorkerResult};
 use serde_json::{Map, Value};
 
@@ -22,37 +26,33 @@ const KOMBU_TYPES: [&str; 7] = [
     "datetime", "date", "time", "decimal", "uuid", "bytes", "base64",
 ];
 
-/// Publishes replies on the service's confirmed publisher.
+/// Sends replies to the RPC exchange on the requests' own channels.
 #[derive(Debug, Clone)]
 pub(crate) struct Responder {
-    publisher: Publisher,
     exchange: String,
 }
 
 impl Responder {
-    pub(crate) fn new(publisher: Publisher, exchange: String) -> Self {
-        Self {
-            publisher,
-            exchange,
-        }
+    pub(crate) fn new(exchange: String) -> Self {
+        Self { exchange }
     }
 
-    /// Sends the reply to a request and waits for the broker's confirm.
+    /// Sends the reply to `request`, then acknowledges it; returns once both are written.
     pub(crate) async fn reply(
         &self,
+        request: &Delivery,
         reply_to: &str,
-        correlation_id: Option<&str>,
         result: &WorkerResult,
-    ) -> Result<(), PublishError> {
+    ) -> nameko_amqp::Result<()> {
         let body = reply_body(result);
         let options = PublishOptions {
             mandatory: false,
             headers: FieldTable::default(),
-            correlation_id: correlation_id.map(str::to_owned),
+            correlation_id: request.correlation_id().map(str::to_owned),
             ..PublishOptions::default()
         };
-        self.publisher
-            .publish(&self.exchange, reply_to, &body, options)
+        request
+            .publish_then_ack(&self.exchange, reply_to, &body, options)
             .await
     }
 }

@@ -1,6 +1,8 @@
 //! Network faults through the [`FaultProxy`]: cut connections, stalls, blackholes, a queue
 //! declared otherwise meanwhile, a reply queue lost, and dispatching again after a cut.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nameko_amqp::QueueSpec;
@@ -8,7 +10,8 @@ use nameko_core::{ContainerState, RemoteError, Service, Worker};
 use nameko_events::{EventDispatcher, StandaloneDispatcher, event_handler, names};
 use nameko_rpc::{RpcError, rpc};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
 
 use crate::proxy::FaultProxy;
 use crate::support::faults::{
@@ -167,7 +170,8 @@ async fn a_blackhole_is_found_by_heartbeats_and_recovered() {
     let inspector = inspector(&uri).await;
     let queue = format!("rpc-{name}");
     wait_for_consumers(&inspector, &queue, 1).await;
-    proxy.wait_for_open(2, WAIT).await;
+    // The service only consumes (its replies go out on the requests' channel).
+    proxy.wait_for_open(1, WAIT).await;
     client.stop().await;
     within(service.stop()).await;
     proxy.wait_for_open(0, WAIT).await;
@@ -445,4 +449,145 @@ async fn an_event_dispatcher_dispatches_again_after_a_cut() {
         ],
     )
     .await;
+}
+
+/// The service's connection cut at random moments while 64 calls are in flight, again and
+/// again. A reply goes out on its request's channel before the acknowledgement, so the broker
+/// never forgets a request whose reply it did not route: a call whose acknowledgement won and
+/// whose reply was lost would wait forever. Counted: every call is answered with its own
+/// value; requests whose acknowledgement was lost ran again, and nothing is left queued.
+#[tokio::test]
+async fn cuts_under_load_never_acknowledge_a_request_without_its_reply() {
+    const IN_FLIGHT: usize = 64;
+    const CUTS: usize = 6;
+    /// Calls answered between two cuts, so each cut meets work in flight.
+    const BETWEEN_CUTS: usize = 150;
+    let Some(uri) = broker_uri().await else {
+        return;
+    };
+    let proxy = FaultProxy::for_broker(&uri).await;
+    let service_config = config(&proxy.uri(&uri, CONNECT_TIMEOUT), &["HEARTBEAT=2"]);
+    let name = unique("faults_load_cut");
+    let executions = Executions::default();
+    let service = start(
+        Service::new(name.as_str()).entrypoint(rpc("work", recorded(&executions))),
+        &service_config,
+    )
+    .await;
+    // The caller is not behind the proxy: its requests and its reply queue outlive every cut.
+    let client = Arc::new(client(&config(&uri, &[])).await);
+    let mut random = Jitter::seeded();
+    let seed = random.0;
+
+    let answered = AtomicUsize::new(0);
+    let done = AtomicBool::new(false);
+    let load = async {
+        let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+        let mut calls = JoinSet::new();
+        let mut issued = 0;
+        let mut outcomes = Vec::new();
+        while !done.load(Ordering::Acquire) {
+            let permit = permits.clone().acquire_owned().await.expect("permits");
+            let tag = format!("load-{issued}");
+            issued += 1;
+            let (client, name) = (client.clone(), name.clone());
+            calls.spawn(async move {
+                let answer = tokio::time::timeout(
+                    WAIT,
+                    client.call::<String>(&name, "work", (tag.clone(),)),
+                )
+                .await;
+                drop(permit);
+                (tag, answer)
+            });
+            while let Some(finished) = calls.try_join_next() {
+                outcomes.push(finished.expect("call task"));
+                answered.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        while let Some(finished) = calls.join_next().await {
+            outcomes.push(finished.expect("call task"));
+        }
+        outcomes
+    };
+    let cutter = async {
+        for _ in 0..CUTS {
+            let target = answered.load(Ordering::Acquire) + BETWEEN_CUTS;
+            within(async {
+                while answered.load(Ordering::Acquire) < target {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await;
+            tokio::time::sleep(Duration::from_millis(random.below(20))).await;
+            proxy.drop_connections();
+        }
+        let target = answered.load(Ordering::Acquire) + BETWEEN_CUTS;
+        within(async {
+            while answered.load(Ordering::Acquire) < target {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        done.store(true, Ordering::Release);
+    };
+    let (outcomes, ()) = tokio::join!(load, cutter);
+
+    let lost: Vec<_> = outcomes
+        .iter()
+        .filter(|(tag, answer)| !matches!(answer, Ok(Ok(value)) if value == tag))
+        .map(|(tag, answer)| format!("{tag}: {answer:?}"))
+        .take(5)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "every call is answered with its own value (seed {seed}); of {} calls, wrong or missing: {lost:?}",
+        outcomes.len()
+    );
+    for (tag, _) in &outcomes {
+        assert!(executions.of(tag) >= 1, "`{tag}` ran");
+    }
+    assert!(
+        proxy.linked_connections() > CUTS,
+        "each cut was followed by a reconnect: {} links",
+        proxy.linked_connections()
+    );
+    let ran_again = executions.total() - outcomes.len();
+    eprintln!(
+        "{} calls, {CUTS} cuts, {ran_again} requests ran again after a lost acknowledgement",
+        outcomes.len()
+    );
+
+    let inspector = inspector(&uri).await;
+    let queue = format!("rpc-{name}");
+    let state = inspector.inspect_queue(&queue).await.expect("inspect");
+    assert_eq!(
+        state.map(|state| state.message_count),
+        Some(0),
+        "nothing left queued"
+    );
+    assert_eq!(service.state(), ContainerState::Running);
+    client.stop().await;
+    within(service.stop()).await;
+    delete_queues(&inspector, &[queue]).await;
+}
+
+/// Small random delays for fault timing; the seed is printed when a test fails.
+struct Jitter(u64);
+
+impl Jitter {
+    fn seeded() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |since| u64::from(since.subsec_nanos()));
+        Self(nanos | 1)
+    }
+
+    /// A number below `bound` (xorshift64).
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound
+    }
 }
